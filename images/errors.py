@@ -1,0 +1,56 @@
+"""Typed domain errors.
+
+Core code raises these; each front end (HTTP, CoAP) maps them to its wire
+status once, at the edge. This module imports nothing from Django, DRF or
+aiocoap so the pure compression code can use it too.
+"""
+
+from __future__ import annotations
+
+
+class DomainError(Exception):
+    """Base class: ``field`` names the input at fault (or ``"detail"``)."""
+
+    field: str = "detail"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if field is not None:
+            self.field = field
+
+
+class InvalidInput(DomainError):
+    """A field is missing or malformed (HTTP 400, CoAP 4.00)."""
+
+
+class InvalidImage(InvalidInput):
+    """The bytes are not a decodable image of a supported format (400)."""
+
+    field = "imageData"
+
+
+class UnsupportedMediaType(DomainError):
+    """The body's media type is not one we accept (415, CoAP 4.15)."""
+
+
+class ImageTooLarge(DomainError):
+    """A size, pixel or frame limit is exceeded (413, CoAP 4.13).
+
+    ``limit`` is the number of bytes the client may send, when that is what
+    was exceeded (CoAP sends it back as Size1).
+    """
+
+    field = "imageData"
+
+    def __init__(self, message: str, *, field: str | None = None, limit: int | None = None) -> None:
+        super().__init__(message, field=field)
+        self.limit = limit
+
+
+class ImageConflict(DomainError):
+    """Another image is already stored under this device and timestamp (409, 4.09)."""
+
+
+class ImageNotFound(DomainError):
+    """No image matches (404, CoAP 4.04)."""

@@ -1,0 +1,147 @@
+"""Serving stored images: validators, caching headers, conditional requests, ranges."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from urllib.parse import quote
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+from django.utils.cache import get_conditional_response
+from django.utils.http import http_date
+
+from formats.rfc3339 import format_compact
+from images.compression import extension_for
+from images.http.errors import error_response
+from images.http.ranges import RangeNotSatisfiable, parse_range
+from images.models import Image
+
+# A stored image is inert data: never let a browser sniff it into HTML or run
+# it as a page (API.md §3, §6).
+CONTENT_SECURITY_POLICY = "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; sandbox"
+_UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def filename_for(image: Image) -> str:
+    stamp = format_compact(image.timestamp)
+    return f"{image.device_id}_{stamp}.{extension_for(image.content_type)}"
+
+
+def content_disposition(image: Image) -> str:
+    """``inline`` with an ASCII-safe name and the real one in ``filename*`` (RFC 6266)."""
+    real = filename_for(image)
+    safe = _UNSAFE_FILENAME.sub("_", real)
+    if safe.startswith("."):
+        safe = "_" + safe[1:]
+    return f"inline; filename=\"{safe}\"; filename*=UTF-8''{quote(real, safe='')}"
+
+
+def etag_for(image: Image) -> str:
+    return f'"{image.sha256}"'
+
+
+def image_headers(image: Image, *, immutable: bool) -> dict[str, str]:
+    if immutable:
+        cache_control = "public, max-age=31536000, immutable"
+    else:
+        cache_control = f"public, max-age={settings.IMAGES_CACHE_MAX_AGE}"
+    return {
+        "ETag": etag_for(image),
+        "Last-Modified": http_date(image.received_at.timestamp()),
+        "Cache-Control": cache_control,
+        "Content-Disposition": content_disposition(image),
+        "X-Content-Type-Options": "nosniff",
+        "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+        "Accept-Ranges": "bytes",
+    }
+
+
+def is_conditional(request: HttpRequest) -> bool:
+    meta = request.META
+    return bool(meta.get("HTTP_IF_NONE_MATCH") or meta.get("HTTP_IF_MODIFIED_SINCE"))
+
+
+def not_modified_response(request: HttpRequest, image: Image, *, immutable: bool) -> HttpResponse | None:
+    """304 (or 412) when the request's validators say so; else ``None``.
+
+    Needs only metadata, so callers can answer revalidations without reading
+    the image bytes.
+    """
+    probe = HttpResponse(headers=image_headers(image, immutable=immutable))
+    answer = get_conditional_response(
+        request,
+        etag=etag_for(image),
+        last_modified=int(image.received_at.timestamp()),
+        response=probe,
+    )
+    if answer is probe:
+        return None
+    if answer.status_code == 412:
+        return error_response(request, 412, {"detail": ["precondition failed"]})
+    return answer
+
+
+def image_response(request: HttpRequest, image: Image, *, immutable: bool) -> HttpResponse:
+    """The image bytes with every header the contract lists (API.md §3)."""
+    answer = not_modified_response(request, image, immutable=immutable)
+    if answer is not None:
+        return answer
+    headers = image_headers(image, immutable=immutable)
+    data = bytes(image.data)
+    size = len(data)
+    ranges = None
+    range_header = request.META.get("HTTP_RANGE")
+    if range_header and request.method == "GET" and _if_range_passes(request, image):
+        try:
+            ranges = parse_range(range_header, size)
+        except RangeNotSatisfiable as exc:
+            response = error_response(request, 416, {"detail": [str(exc)]})
+            response["Content-Range"] = f"bytes */{size}"
+            return response
+    if ranges is None:
+        response = HttpResponse(data, content_type=image.content_type, headers=headers)
+    elif len(ranges) == 1:
+        first, last = ranges[0]
+        response = HttpResponse(
+            data[first : last + 1], status=206, content_type=image.content_type, headers=headers
+        )
+        response["Content-Range"] = f"bytes {first}-{last}/{size}"
+    else:
+        response = _multipart(data, ranges, image.content_type, headers)
+    if request.method == "HEAD":
+        length = len(response.content)
+        response.content = b""
+        response["Content-Length"] = str(length)
+    return response
+
+
+def _if_range_passes(request: HttpRequest, image: Image) -> bool:
+    # RFC 9110 §13.1.5: serve the range only if the representation is unchanged.
+    validator = request.META.get("HTTP_IF_RANGE")
+    if not validator:
+        return True
+    if validator.startswith('"'):
+        return validator == etag_for(image)
+    return validator == http_date(image.received_at.timestamp())
+
+
+def _multipart(
+    data: bytes, ranges: list[tuple[int, int]], content_type: str, headers: dict[str, str]
+) -> HttpResponse:
+    boundary = secrets.token_hex(16)
+    parts = []
+    for first, last in ranges:
+        parts.append(
+            f"--{boundary}\r\nContent-Type: {content_type}\r\n"
+            f"Content-Range: bytes {first}-{last}/{len(data)}\r\n\r\n".encode("ascii")
+        )
+        parts.append(data[first : last + 1])
+        parts.append(b"\r\n")
+    parts.append(f"--{boundary}--\r\n".encode("ascii"))
+    return HttpResponse(
+        b"".join(parts),
+        status=206,
+        content_type=f"multipart/byteranges; boundary={boundary}",
+        headers=headers,
+    )

@@ -1,0 +1,126 @@
+"""Every HTTP error, in the contract's format, from one place.
+
+``{"errors": {"<field or 'detail'>": ["message", ...]}}`` as JSON, or as CBOR
+when the client prefers CBOR (or sent CBOR and expressed no preference). No
+stack trace and no HTML page ever reaches a client.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse
+from rest_framework import exceptions as drf
+from rest_framework.renderers import JSONRenderer
+
+from formats.cbor import CBOR_MEDIA_TYPE, encode_cbor
+from images.errors import (
+    DomainError,
+    ImageConflict,
+    ImageNotFound,
+    ImageTooLarge,
+    InvalidInput,
+    UnsupportedMediaType,
+)
+
+logger = logging.getLogger(__name__)
+
+DOMAIN_STATUS: dict[type[DomainError], int] = {
+    InvalidInput: 400,
+    UnsupportedMediaType: 415,
+    ImageTooLarge: 413,
+    ImageConflict: 409,
+    ImageNotFound: 404,
+}
+
+Errors = dict[str, list[str]]
+
+
+def status_for(exc: DomainError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in DOMAIN_STATUS:
+            return DOMAIN_STATUS[cls]
+    return 400
+
+
+def _media_type(value: str) -> str:
+    return value.split(";", 1)[0].strip().lower()
+
+
+def prefers_cbor(request: HttpRequest) -> bool:
+    """CBOR when Accept prefers it; with no preference, when the body was CBOR."""
+    accept = request.headers.get("Accept", "").strip()
+    if accept and accept != "*/*":
+        preferred = request.get_preferred_type(["application/json", CBOR_MEDIA_TYPE])
+        return preferred == CBOR_MEDIA_TYPE
+    return _media_type(request.headers.get("Content-Type", "")) == CBOR_MEDIA_TYPE
+
+
+def error_response(request: HttpRequest, status: int, errors: Errors) -> HttpResponse:
+    payload = {"errors": errors}
+    if prefers_cbor(request):
+        return HttpResponse(encode_cbor(payload), status=status, content_type=CBOR_MEDIA_TYPE)
+    return HttpResponse(
+        JSONRenderer().render(payload), status=status, content_type="application/json"
+    )
+
+
+def _flatten(detail: Any) -> list[str]:
+    if isinstance(detail, dict):
+        return [msg for value in detail.values() for msg in _flatten(value)]
+    if isinstance(detail, list):
+        return [msg for value in detail for msg in _flatten(value)]
+    return [str(detail)]
+
+
+def _drf_errors(exc: drf.APIException) -> Errors:
+    detail = exc.detail
+    if isinstance(detail, dict):
+        return {str(field): _flatten(value) for field, value in detail.items()}
+    return {"detail": _flatten(detail)}
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> HttpResponse:
+    """DRF's EXCEPTION_HANDLER: typed exceptions carry their status."""
+    request = context["request"]._request
+    headers: dict[str, str] = {}
+    if isinstance(exc, DomainError):
+        status, errors = status_for(exc), {exc.field: [exc.message]}
+    elif isinstance(exc, drf.APIException):
+        status, errors = exc.status_code, _drf_errors(exc)
+        if getattr(exc, "auth_header", None):
+            headers["WWW-Authenticate"] = exc.auth_header
+        if getattr(exc, "wait", None):
+            headers["Retry-After"] = str(int(exc.wait))
+    elif isinstance(exc, Http404):
+        status, errors = 404, {"detail": ["not found"]}
+    elif isinstance(exc, PermissionDenied):
+        status, errors = 403, {"detail": ["permission denied"]}
+    else:
+        logger.exception("unhandled error on %s %s", request.method, request.path)
+        status, errors = 500, {"detail": ["internal error; the request was not completed"]}
+    response = error_response(request, status, errors)
+    for name, value in headers.items():
+        response[name] = value
+    return response
+
+
+# Django's own handlers, for what never reaches a DRF view (unknown URLs,
+# disallowed hosts). Django uses them only with DEBUG off; the catch-all URL
+# pattern covers unknown URLs in development too.
+def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    return error_response(request, 400, {"detail": ["bad request"]})
+
+
+def permission_denied(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    return error_response(request, 403, {"detail": ["permission denied"]})
+
+
+def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    return error_response(request, 404, {"detail": [f"no resource at {request.path}"]})
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    return error_response(request, 500, {"detail": ["internal error"]})

@@ -1,0 +1,45 @@
+"""The stored image: metadata and bytes in one row.
+
+``(device_id, timestamp)`` is unique in the database, which is what makes a
+retried upload idempotent under concurrency; the constraint's index also
+serves lookups and per-device listings in time order.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+from django.utils import timezone
+
+
+class Image(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    device_id = models.CharField(max_length=100)
+    timestamp = models.DateTimeField()
+    content_type = models.CharField(max_length=40)
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    original_size = models.PositiveBigIntegerField()
+    stored_size = models.PositiveBigIntegerField()
+    # Of the stored bytes: the ETag, and what clients can verify downloads with.
+    sha256 = models.CharField(max_length=64)
+    # Of the received bytes: recognises a device's retry without recompressing.
+    original_sha256 = models.CharField(max_length=64)
+    received_at = models.DateTimeField(default=timezone.now)
+    # Last, so that listings (which defer it) never touch the blob's pages.
+    data = models.BinaryField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["device_id", "timestamp"], name="image_device_timestamp_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.device_id}@{self.timestamp.isoformat()}"
+
+    @property
+    def href(self) -> str:
+        return f"/collections/images/{self.id}"

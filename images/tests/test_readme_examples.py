@@ -1,0 +1,103 @@
+"""The original README's five requests, byte for byte, against a live runserver.
+
+Run in the README's order (API.md §9): discovery twice, the JSON upload
+(201), the CBOR upload of the same image for the same key (a retry: 200 with
+the first upload's metadata), then the download, whose pixels must equal the
+image that was sent.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shlex
+import subprocess
+from pathlib import Path
+
+import cbor2
+import pytest
+
+from conftest import ROOT, start_runserver, stop
+from formats.linkformat import parse
+from images.compression import pixels_equal
+
+SHARED = Path(os.environ.get("SHARED_DIR", ROOT.parent / "shared"))
+COMMANDS = SHARED / "original" / "readme-curl-commands.txt"
+
+pytestmark = pytest.mark.skipif(not COMMANDS.exists(), reason=f"{COMMANDS} is not there")
+
+
+def readme_commands(base_url: str) -> list[list[str]]:
+    commands = []
+    for line in COMMANDS.read_text().splitlines():
+        if line.strip():
+            argv = shlex.split(line)
+            assert argv[0] == "curl"
+            commands.append([arg.replace("http://localhost:8000", base_url) for arg in argv])
+    return commands
+
+
+def run_curl(argv: list[str], cwd: Path) -> tuple[int, dict[str, str], bytes]:
+    headers_file = cwd / "headers.txt"
+    result = subprocess.run(
+        [*argv, "--silent", "--show-error", "--dump-header", str(headers_file)],
+        cwd=cwd,
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    status_line, *header_lines = headers_file.read_text().strip().splitlines()
+    headers = {}
+    for line in header_lines:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return int(status_line.split()[1]), headers, result.stdout
+
+
+def decode(headers: dict[str, str], body: bytes) -> dict:
+    if headers["content-type"] == "application/cbor":
+        return cbor2.loads(body)
+    return json.loads(body)
+
+
+@pytest.fixture
+def server(tmp_path):
+    server = start_runserver(tmp_path)
+    yield server
+    stop(server.process)
+
+
+def test_the_readme_requests_work_in_order(server, tmp_path):
+    discover, collections, upload_json, upload_cbor, download = readme_commands(server.url)
+
+    for argv in (discover, collections):
+        status, headers, body = run_curl(argv, tmp_path)
+        assert status == 200
+        assert headers["content-type"] == "application/link-format"
+        assert body.decode().startswith('</collections/images>;rt="simple.act";if="core.b"')
+        assert parse(body.decode())[0].href == "/collections/images"
+
+    status, headers, body = run_curl(upload_json, tmp_path)
+    assert status == 201
+    first = decode(headers, body)
+    assert headers["location"] == first["href"]
+    assert (first["deviceId"], first["timestamp"]) == ("12345", "2024-08-18T02:04:07Z")
+
+    status, headers, body = run_curl(upload_cbor, tmp_path)
+    assert status == 200
+    assert decode(headers, body) == first
+
+    status, headers, _ = run_curl(download, tmp_path)
+    assert status == 200
+    assert headers["content-type"] == "image/png"
+    sent = base64.b64decode(re.search(r'"imageData":"([^"]+)"', upload_json[2]).group(1))
+    assert pixels_equal((tmp_path / "image.png").read_bytes(), sent)
+
+
+@pytest.mark.parametrize("index", [2, 3], ids=["json", "cbor"])
+def test_each_readme_upload_alone_on_a_fresh_key_is_201(server, tmp_path, index):
+    status, headers, body = run_curl(readme_commands(server.url)[index], tmp_path)
+    assert status == 201
+    assert decode(headers, body)["deviceId"] == "12345"
