@@ -5,10 +5,13 @@ from __future__ import annotations
 import io
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -60,25 +63,74 @@ def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 30.0) -
 
 
 class LiveServer:
-    def __init__(self, port: int, database: Path, process: subprocess.Popen) -> None:
+    def __init__(self, port: int, database_url: str, process: subprocess.Popen) -> None:
         self.port = port
-        self.database = database
+        self.database_url = database_url
         self.process = process
         self.url = f"http://127.0.0.1:{port}"
 
+    def query(self, sql: str, params: tuple = ()) -> list[tuple]:
+        """Run SQL on the server's own database (not the test database)."""
+        return query_database(self.database_url, sql, params)
 
-def start_runserver(tmp: Path, extra_env: dict[str, str] | None = None) -> LiveServer:
-    """``manage.py runserver`` exactly as a newcomer runs it, on a fresh SQLite file."""
+
+def query_database(database_url: str, sql: str, params: tuple = ()) -> list[tuple]:
+    if database_url.startswith("sqlite:///"):
+        with closing(sqlite3.connect(database_url.removeprefix("sqlite:///"))) as db:
+            return db.execute(sql, params).fetchall()
+    import psycopg
+
+    with psycopg.connect(database_url) as db:
+        return db.execute(sql.replace("?", "%s"), params).fetchall()
+
+
+def fresh_database_url(tmp: Path) -> str:
+    """A new, empty database of the kind the suite runs on.
+
+    SQLite by default; when ``DATABASE_URL`` names PostgreSQL (as in CI's
+    second run), a throwaway database on that server.
+    """
+    outer = os.environ.get("DATABASE_URL", "")
+    if not outer.startswith(("postgres://", "postgresql://")):
+        return f"sqlite:///{tmp / 'db.sqlite3'}"
+    import psycopg
+
+    server = outer.rsplit("/", 1)[0]
+    name = f"live_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(f"{server}/postgres", autocommit=True) as db:
+        db.execute(f'CREATE DATABASE "{name}"')
+    _created_databases.append((server, name))
+    return f"{server}/{name}"
+
+
+_created_databases: list[tuple[str, str]] = []
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Drop the throwaway PostgreSQL databases the live servers used."""
+    if not _created_databases:
+        return
+    import psycopg
+
+    for server, name in _created_databases:
+        with psycopg.connect(f"{server}/postgres", autocommit=True) as db:
+            db.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def start_runserver(
+    tmp: Path, extra_env: dict[str, str] | None = None, database_url: str | None = None
+) -> LiveServer:
+    """``manage.py runserver`` exactly as a newcomer runs it, on a fresh database."""
     port = free_port()
-    database = tmp / "db.sqlite3"
+    database_url = database_url or fresh_database_url(tmp)
     env = {
         **os.environ,
-        "DATABASE_URL": f"sqlite:///{database}",
+        "DATABASE_URL": database_url,
         "PYTHONUNBUFFERED": "1",
         **(extra_env or {}),
     }
     env.pop("DJANGO_SETTINGS_MODULE", None)
-    log = open(tmp / "runserver.log", "wb")  # noqa: SIM115 - lives as long as the server
+    log = open(tmp / f"runserver-{port}.log", "wb")  # noqa: SIM115 - lives as long as the server
     process = subprocess.Popen(
         [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"],
         cwd=ROOT,
@@ -87,7 +139,7 @@ def start_runserver(tmp: Path, extra_env: dict[str, str] | None = None) -> LiveS
         stderr=subprocess.STDOUT,
     )
     wait_for_port(port, process)
-    return LiveServer(port, database, process)
+    return LiveServer(port, database_url, process)
 
 
 def stop(process: subprocess.Popen) -> None:
