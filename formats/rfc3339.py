@@ -42,15 +42,15 @@ def parse_timestamp(text: str, *, space_means_plus: bool = False) -> datetime:
         raise ValueError("not an RFC 3339 date-time such as 2024-08-18T02:04:07Z")
     fraction = match["fraction"] or ""
     if len(fraction) > 6:
-        raise ValueError("at most 6 fractional digits (microseconds) are supported")
+        raise ValueError("a date-time has at most 6 fractional digits (microseconds)")
     year = int(match["year"])
     if year < 1:
-        raise ValueError("year must be between 1 and 9999")
+        raise ValueError("a date-time year must be between 1 and 9999")
     tz = UTC
     if sign is not None:
         hours, minutes = int(match["off_hour"]), int(match["off_minute"])
         if hours > 23 or minutes > 59:
-            raise ValueError("offset out of range")
+            raise ValueError("date-time offset out of range")
         delta = timedelta(hours=hours, minutes=minutes)
         tz = timezone(-delta if sign == "-" else delta)
     try:

@@ -13,6 +13,7 @@ from django.db import IntegrityError, transaction
 from images import compression
 from images.errors import ImageConflict, ImageNotFound, ImageTooLarge
 from images.models import Image
+from ops import metrics
 
 
 def limits_current() -> compression.Limits:
@@ -70,6 +71,9 @@ def image_ingest(*, device_id: str, timestamp: datetime, data: bytes) -> IngestR
         if existing is None:
             raise
         return _retried(existing, original_sha256)
+    metrics.record_upload(
+        original_size=image.original_size, stored_size=image.stored_size, created=True
+    )
     return IngestResult(image, created=True)
 
 

@@ -62,7 +62,9 @@ def is_conditional(request: HttpRequest) -> bool:
     return bool(meta.get("HTTP_IF_NONE_MATCH") or meta.get("HTTP_IF_MODIFIED_SINCE"))
 
 
-def not_modified_response(request: HttpRequest, image: Image, *, immutable: bool) -> HttpResponse | None:
+def not_modified_response(
+    request: HttpRequest, image: Image, *, immutable: bool
+) -> HttpResponse | None:
     """304 (or 412) when the request's validators say so; else ``None``.
 
     Needs only metadata, so callers can answer revalidations without reading

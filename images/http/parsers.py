@@ -77,7 +77,7 @@ def check_content_length(meta: Mapping[str, Any], media_type: str, max_image_byt
     limit = body_limit(media_type, max_image_bytes)
     if length > limit:
         raise ImageTooLarge(
-            f"request body of {length} bytes exceeds the limit of {limit} for {media_type or 'this type'}",
+            f"request body of {length} bytes exceeds the limit of {limit} for {media_type}",
             field="detail",
             limit=limit,
         )

@@ -126,7 +126,9 @@ def _image_or_metadata(request: Request, image: Image, *, immutable: bool) -> Ht
     django_request = request._request
     choice = django_request.get_preferred_type([image.content_type, *METADATA_TYPES])
     if choice is None:
-        raise NotAcceptable(f"this image is {image.content_type}; metadata is {', '.join(METADATA_TYPES)}")
+        raise NotAcceptable(
+            f"this image is {image.content_type}; metadata is {', '.join(METADATA_TYPES)}"
+        )
     named = {str(media_type).split(";")[0].strip() for media_type in django_request.accepted_types}
     if choice in METADATA_TYPES and choice in named:
         response = _metadata_response(request, image, status=200, media_type=choice)
@@ -146,7 +148,11 @@ def _metadata_response(
 ) -> Response:
     if media_type is not None:
         # The caller has negotiated; point DRF at the matching renderer.
-        renderer = next(r() for r in (JSONRenderer, CBORRenderer, LinkFormatRenderer) if r.media_type == media_type)
+        renderer = next(
+            r()
+            for r in (JSONRenderer, CBORRenderer, LinkFormatRenderer)
+            if r.media_type == media_type
+        )
         request.accepted_renderer, request.accepted_media_type = renderer, media_type
     if request.accepted_renderer.media_type == LinkFormatRenderer.media_type:
         data: Any = discovery.image_link(image)

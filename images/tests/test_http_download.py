@@ -27,7 +27,11 @@ def image_bytes() -> bytes:
 
 @pytest.fixture
 def stored(client, image_bytes) -> dict:
-    body = {"deviceId": "cam/1 ü", "timestamp": TS, "imageData": base64.b64encode(image_bytes).decode()}
+    body = {
+        "deviceId": "cam/1 ü",
+        "timestamp": TS,
+        "imageData": base64.b64encode(image_bytes).decode(),
+    }
     response = client.post("/collections/images", json.dumps(body), content_type="application/json")
     assert response.status_code == 201
     return response.json()
@@ -47,7 +51,7 @@ def test_a_download_by_query_has_every_header(client, stored, image_bytes):
     assert response["ETag"] == f'"{stored["sha256"]}"'
     assert response["Last-Modified"].endswith("GMT")
     assert response["Content-Disposition"] == (
-        "inline; filename=\"cam_1___20240818T020407Z.png\"; "
+        'inline; filename="cam_1___20240818T020407Z.png"; '
         "filename*=UTF-8''cam%2F1%20%C3%BC_20240818T020407Z.png"
     )
     assert response["X-Content-Type-Options"] == "nosniff"
@@ -61,7 +65,9 @@ def test_a_download_by_query_has_every_header(client, stored, image_bytes):
 
 
 def test_a_plus_sent_as_a_space_in_the_offset_is_read_as_plus(client, stored):
-    response = client.get("/collections/images?deviceId=cam%2F1%20%C3%BC&timestamp=2024-08-18T04:04:07+02:00")
+    response = client.get(
+        "/collections/images?deviceId=cam%2F1%20%C3%BC&timestamp=2024-08-18T04:04:07+02:00"
+    )
     assert response.status_code == 200
     assert response["ETag"] == f'"{stored["sha256"]}"'
 
@@ -136,7 +142,9 @@ def test_several_ranges_come_as_multipart(client, stored):
     assert f"Content-Range: bytes 8-9/{len(full)}".encode() in response.content
 
 
-@pytest.mark.parametrize("header", ["bytes=100000-", "bytes=" + ",".join(f"{i}-{i}" for i in range(1000))])
+@pytest.mark.parametrize(
+    "header", ["bytes=100000-", "bytes=" + ",".join(f"{i}-{i}" for i in range(1000))]
+)
 def test_an_unsatisfiable_range_is_416(client, stored, header):
     response = client.get(by_query(), HTTP_RANGE=header)
     assert response.status_code == 416
@@ -194,7 +202,11 @@ def test_delete_is_204_then_404(client, stored):
 
 
 def test_an_unknown_id_or_path_is_404_in_the_error_format(client):
-    for url in ["/collections/images/00000000-0000-0000-0000-000000000000", "/collections/images/xyz", "/nope"]:
+    for url in [
+        "/collections/images/00000000-0000-0000-0000-000000000000",
+        "/collections/images/xyz",
+        "/nope",
+    ]:
         response = client.get(url)
         assert response.status_code == 404, url
         assert response["Content-Type"] == "application/json"

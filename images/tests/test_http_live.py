@@ -17,7 +17,11 @@ from images.compression import pixels_equal
 
 
 def request(
-    server: LiveServer, method: str, path: str, body: bytes | None = None, headers: dict | None = None
+    server: LiveServer,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict | None = None,
 ) -> tuple[int, dict[str, str], bytes]:
     req = urllib.request.Request(server.url + path, data=body, method=method, headers=headers or {})
     try:
@@ -107,7 +111,9 @@ def corpus_files() -> list[Path]:
     directory = os.environ.get("IMAGE_CORPUS")
     if not directory:
         return []
-    return sorted(p for p in Path(directory).iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg"})
+    return sorted(
+        p for p in Path(directory).iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg"}
+    )
 
 
 @pytest.mark.skipif(not corpus_files(), reason="IMAGE_CORPUS is not set")

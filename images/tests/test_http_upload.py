@@ -42,7 +42,11 @@ def post_cbor(client, body, **extra):
 
 
 def upload_body(image: bytes, device: str = "dev-1", timestamp: str = TS) -> dict:
-    return {"deviceId": device, "timestamp": timestamp, "imageData": base64.b64encode(image).decode()}
+    return {
+        "deviceId": device,
+        "timestamp": timestamp,
+        "imageData": base64.b64encode(image).decode(),
+    }
 
 
 def errors_of(response) -> dict:
@@ -92,7 +96,9 @@ def test_hex_text_cbor_is_detected_and_accepted(client, png):
 
 def test_a_raw_image_body_takes_its_key_from_the_query(client, png):
     response = client.post(
-        f"{URL}?deviceId=cam%201&timestamp=2024-08-18T04:04:07%2B02:00", png, content_type="image/png"
+        f"{URL}?deviceId=cam%201&timestamp=2024-08-18T04:04:07%2B02:00",
+        png,
+        content_type="image/png",
     )
     assert response.status_code == 201
     assert response["Content-Type"] == "application/json"
@@ -148,7 +154,9 @@ def test_valid_device_ids_are_accepted(client, png, device):
     assert response.json()["deviceId"] == str(device)
 
 
-@pytest.mark.parametrize("device", [1.5, True, None, [], {}, "", "x" * 101, "a\x00b", "a\x7fb", "a\x85b"])
+@pytest.mark.parametrize(
+    "device", [1.5, True, None, [], {}, "", "x" * 101, "a\x00b", "a\x7fb", "a\x85b"]
+)
 def test_invalid_device_ids_are_400_naming_the_field(client, png, device):
     response = post_json(client, upload_body(png, device=device))
     assert response.status_code == 400
@@ -278,7 +286,9 @@ def test_an_error_answers_in_cbor_to_a_cbor_request(client):
     assert "detail" in cbor2.loads(response.content)["errors"]
 
 
-@pytest.mark.parametrize("content_type", ["text/plain", "image/svg+xml", "multipart/form-data; boundary=x"])
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "image/svg+xml", "multipart/form-data; boundary=x"]
+)
 def test_an_unsupported_content_type_is_415(client, png, content_type):
     response = client.post(f"{URL}?deviceId=d&timestamp={TS}", png, content_type=content_type)
     assert response.status_code == 415

@@ -1,0 +1,97 @@
+"""``GET /collections/images/{id}/thumbnail?size=N`` (API.md §8).
+
+WebP unless ``Accept`` prefers JPEG (``image/jpeg`` without ``image/webp``);
+``size`` from 16 to 1024 (default 256) bounds both sides. Made on demand from
+the stored image and kept in Django's cache framework (in-process memory, or
+Redis when ``REDIS_URL`` is set), keyed by the stored bytes' sha256, so a
+cache hit never reads the image's blob. Revalidation (``If-None-Match``)
+needs only the metadata row.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.core.cache import cache
+from django.http import HttpResponse
+from django.utils.cache import get_conditional_response, patch_vary_headers
+from rest_framework import serializers
+from rest_framework.exceptions import NotAcceptable
+from rest_framework.renderers import BaseRenderer
+from rest_framework.request import Request
+from rest_framework.views import APIView
+
+from images import selectors, thumbnails
+from images.http.errors import error_response
+from images.models import Image
+
+# A day in HTTP caches, then a cheap revalidation by ETag: thumbnails of an
+# id never change meaning, but their bytes may improve with a new release.
+MAX_AGE = 86_400
+CACHE_SECONDS = 7 * 86_400
+_EXTENSIONS = {"image/webp": "webp", "image/jpeg": "jpeg"}
+
+
+class ThumbnailQuerySerializer(serializers.Serializer):
+    size = serializers.IntegerField(
+        min_value=thumbnails.SIZE_MIN,
+        max_value=thumbnails.SIZE_MAX,
+        required=False,
+        default=thumbnails.SIZE_DEFAULT,
+    )
+
+
+def thumbnail_etag(image: Image, size: int, content_type: str) -> str:
+    # Weak (RFC 9110 §8.8.1): the same picture, though a newer Pillow may
+    # encode it to other bytes.
+    return f'W/"{image.sha256}-{size}-{_EXTENSIONS[content_type]}"'
+
+
+def thumbnail_cached(image: Image, size: int, content_type: str) -> bytes:
+    """The thumbnail's bytes, from the cache or made (and cached) from the stored image."""
+    key = f"thumbnail:v1:{image.sha256}:{size}:{_EXTENSIONS[content_type]}"
+    data = cache.get(key)
+    if data is None:
+        stored = selectors.image_get(image_id=image.id)
+        made = thumbnails.thumbnail_make(bytes(stored.data), size=size, content_type=content_type)
+        data = made.data
+        cache.set(key, data, CACHE_SECONDS)
+    return data
+
+
+class ImageThumbnailView(APIView):
+    """A thumbnail of one stored image, with ETag and Cache-Control."""
+
+    def get(self, request: Request, image_id: uuid.UUID) -> HttpResponse:
+        query = ThumbnailQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        size = query.validated_data["size"]
+        django_request = request._request
+        content_type = django_request.get_preferred_type(list(thumbnails.CONTENT_TYPES))
+        if content_type is None:
+            raise NotAcceptable(f"thumbnails are {' or '.join(thumbnails.CONTENT_TYPES)}")
+        image = selectors.image_get(image_id=image_id, with_data=False)
+        etag = thumbnail_etag(image, size, content_type)
+        headers = {
+            "ETag": etag,
+            "Cache-Control": f"public, max-age={MAX_AGE}",
+            "X-Content-Type-Options": "nosniff",
+        }
+        probe = HttpResponse(headers=headers)
+        response = get_conditional_response(django_request, etag=etag, response=probe)
+        if response.status_code == 412:
+            response = error_response(django_request, 412, {"detail": ["precondition failed"]})
+        elif response is probe:
+            data = thumbnail_cached(image, size, content_type)
+            response = HttpResponse(data, content_type=content_type, headers=headers)
+            if request.method == "HEAD":
+                response.content = b""
+                response["Content-Length"] = str(len(data))
+        patch_vary_headers(response, ["Accept"])
+        return response
+
+    def perform_content_negotiation(
+        self, request: Request, force: bool = False
+    ) -> tuple[BaseRenderer, str]:
+        # The view chooses between WebP and JPEG itself.
+        return super().perform_content_negotiation(request, force=True)

@@ -1,0 +1,111 @@
+"""``manage.py serve``: the production server, its workers and its shutdown."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+import pytest
+
+from conftest import (
+    ROOT,
+    free_port,
+    fresh_database_url,
+    png_bytes,
+    query_database,
+    wait_for_port,
+)
+
+
+@pytest.fixture
+def serve(tmp_path):
+    port = free_port()
+    database_url = fresh_database_url(tmp_path)
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "SECRET_KEY": "test-only-secret",
+        "ALLOWED_HOSTS": "127.0.0.1",
+    }
+    log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115 - closed below
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "serve", "--host", "127.0.0.1", "--port", str(port)]
+        + ["--coap-port", "0", "--workers", "2"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    wait_for_port(port, process, timeout=60)
+    yield process, port, database_url
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+    log.close()
+
+
+def test_serve_refuses_to_start_without_a_secret_key(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "SECRET_KEY"}
+    result = subprocess.run(
+        [sys.executable, "manage.py", "serve", "--coap-port", "0"],
+        cwd=ROOT,
+        env={**env, "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "SECRET_KEY" in result.stderr
+
+
+def test_sigterm_lets_an_in_flight_upload_finish(serve):
+    process, port, database_url = serve
+    body = png_bytes(size=(400, 300), seed=4)  # sent in two halves around the signal
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(
+            b"POST /collections/images?deviceId=graceful&timestamp=2024-01-01T00:00:00Z HTTP/1.1\r\n"
+            b"Host: 127.0.0.1\r\nContent-Type: image/png\r\nAccept: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+        )
+        sock.sendall(body[: len(body) // 2])
+        time.sleep(0.5)
+        process.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        sock.sendall(body[len(body) // 2 :])
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 201"), answer[:200]
+    assert process.wait(timeout=60) == 0
+    [(count,)] = query_database(
+        database_url, "SELECT COUNT(*) FROM images_image WHERE device_id = ?", ("graceful",)
+    )
+    assert count == 1
+
+
+def test_metrics_add_up_over_all_workers(serve, png):
+    _, port, _ = serve
+    url = f"http://127.0.0.1:{port}"
+
+    def hit() -> None:
+        for _ in range(25):
+            urllib.request.urlopen(f"{url}/healthz", timeout=30).read()
+
+    threads = [threading.Thread(target=hit) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    text = urllib.request.urlopen(f"{url}/metrics", timeout=30).read().decode()
+    line = next(
+        line
+        for line in text.splitlines()
+        if line.startswith('http_requests_total{method="GET",route="healthz",status="200"}')
+    )
+    assert float(line.split()[-1]) == 100

@@ -1,0 +1,50 @@
+"""Prometheus metrics (prometheus_client).
+
+Under ``serve`` several worker processes share the figures through
+prometheus_client's multiprocess mode: ``serve`` points
+``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory, and ``/metrics`` then
+aggregates every worker's files. Without it (runserver, tests) the process's
+own registry is exported.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+REQUESTS = Counter("http_requests_total", "HTTP requests answered", ["method", "route", "status"])
+LATENCY = Histogram(
+    "http_request_duration_seconds",
+    "Time from request to response",
+    ["route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+UPLOAD_BYTES = Counter("image_upload_bytes_total", "Image bytes received in new uploads")
+STORED_BYTES = Counter("image_stored_bytes_total", "Image bytes stored for new uploads")
+SAVED_BYTES = Counter("image_compression_saved_bytes_total", "Bytes saved by lossless compression")
+UPLOADS = Counter("image_uploads_total", "Uploads by outcome", ["outcome"])
+
+
+def render() -> tuple[bytes, str]:
+    """The exposition text, aggregated over workers in multiprocess mode."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(), CONTENT_TYPE_LATEST
+
+
+def record_upload(*, original_size: int, stored_size: int, created: bool) -> None:
+    UPLOADS.labels("created" if created else "retry").inc()
+    if created:
+        UPLOAD_BYTES.inc(original_size)
+        STORED_BYTES.inc(stored_size)
+        SAVED_BYTES.inc(original_size - stored_size)
