@@ -69,7 +69,8 @@ def test_sigterm_lets_an_in_flight_upload_finish(serve):
     body = png_bytes(size=(400, 300), seed=4)  # sent in two halves around the signal
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
         sock.sendall(
-            b"POST /collections/images?deviceId=graceful&timestamp=2024-01-01T00:00:00Z HTTP/1.1\r\n"
+            b"POST /collections/images?deviceId=graceful&timestamp=2024-01-01T00:00:00Z"
+            b" HTTP/1.1\r\n"
             b"Host: 127.0.0.1\r\nContent-Type: image/png\r\nAccept: application/json\r\n"
             + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
         )
