@@ -81,7 +81,8 @@ def query_database(database_url: str, sql: str, params: tuple = ()) -> list[tupl
     import psycopg
 
     with psycopg.connect(database_url) as db:
-        return db.execute(sql.replace("?", "%s"), params).fetchall()
+        cursor = db.execute(sql.replace("?", "%s"), params)
+        return cursor.fetchall() if cursor.description else []
 
 
 def fresh_database_url(tmp: Path) -> str:

@@ -1,12 +1,38 @@
 from django.urls import path, re_path
 
-from images.http import errors, views
+from images.http import errors, listing, thumbnails, views
+from images.pages import views as pages
+from ops import views as ops
 
 urlpatterns = [
+    path("healthz", ops.healthz, name="healthz"),
+    path("metrics", ops.metrics_view, name="metrics"),
     path(".well-known/core", views.WellKnownCoreView.as_view(), name="well-known-core"),
     path("collections", views.CollectionsView.as_view(), name="collections"),
     path("collections/images", views.ImageCollectionView.as_view(), name="images"),
     path("collections/images/<uuid:image_id>", views.ImageItemView.as_view(), name="image"),
+    path(
+        "collections/images/<uuid:image_id>/thumbnail",
+        thumbnails.ImageThumbnailView.as_view(),
+        name="image-thumbnail",
+    ),
+    path("devices", listing.DeviceListView.as_view(), name="devices"),
+    # Device ids may hold "/", which arrives decoded (%2F -> /): the id is
+    # everything between "devices/" and the last "/images".
+    re_path(
+        r"^devices/(?P<device_id>.+)/images$",
+        listing.DeviceImagesView.as_view(),
+        name="device-images",
+    ),
+    # The gallery (HTML for people).
+    path("", pages.gallery_home, name="gallery"),
+    re_path(r"^gallery/devices/(?P<device_id>.+)$", pages.gallery_device, name="gallery-device"),
+    path("gallery/images/<uuid:image_id>", pages.gallery_image, name="gallery-image"),
+    path(
+        "gallery/images/<uuid:image_id>/delete",
+        pages.gallery_image_delete,
+        name="gallery-image-delete",
+    ),
     # Anything else: a 404 in the contract's error format, in development too
     # (Django's DEBUG 404 page is HTML).
     re_path(r"", errors.not_found),

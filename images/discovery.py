@@ -1,12 +1,14 @@
 """The links this service advertises (RFC 6690), declared once, as data.
 
-HTTP and CoAP render the same list; ``/collections`` shows the part under
-``/collections/``. The first link is the original prototype's, unchanged.
+HTTP and CoAP render the same list (CoAP without the HTTP-only listings);
+``/collections`` shows the part under ``/collections/``. The first link is
+the original prototype's, unchanged.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from urllib.parse import quote
 
 from aiocoap.numbers.contentformat import ContentFormat
 
@@ -15,13 +17,20 @@ from formats.rfc3339 import format_timestamp
 from images.models import Image
 
 IMAGES = Link("/collections/images", (("rt", "simple.act"), ("if", "core.b")))
+# A link list (``if=core.ll``, the CoRE interfaces' name for it): one link per
+# device, each to that device's own listing, a link list of its images in turn.
+DEVICES = Link("/devices", (("if", "core.ll"),))
 
-LINKS: tuple[Link, ...] = (IMAGES,)
+LINKS: tuple[Link, ...] = (IMAGES, DEVICES)
+# Served over HTTP only (API.md §4, §5): not advertised on the CoAP endpoint,
+# whose links are relative to its own coap:// origin.
+HTTP_ONLY: frozenset[Link] = frozenset({DEVICES})
 
 
-def links_discover(filters: Sequence[Filter] = ()) -> list[Link]:
-    """Links for ``/.well-known/core``, narrowed by every filter."""
-    return apply_filters(LINKS, filters)
+def links_discover(filters: Sequence[Filter] = (), *, coap: bool = False) -> list[Link]:
+    """Links for ``/.well-known/core``, narrowed by every filter; ``coap`` for that endpoint."""
+    links = [link for link in LINKS if not (coap and link in HTTP_ONLY)]
+    return apply_filters(links, filters)
 
 
 def links_collections() -> list[Link]:
@@ -45,3 +54,13 @@ def image_link(image: Image) -> Link:
         attrs.append(("ct", ct))
     attrs += [("sz", image.stored_size), ("title", format_timestamp(image.timestamp))]
     return Link(image.href, tuple(attrs))
+
+
+def device_images_href(device_id: str) -> str:
+    """The listing of a device's images; the id percent-encoded, ``/`` included."""
+    return f"/devices/{quote(device_id, safe='')}/images"
+
+
+def device_link(device_id: str) -> Link:
+    """One device as a link to its listing, titled with its id (API.md §9)."""
+    return Link(device_images_href(device_id), (("title", device_id),))

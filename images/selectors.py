@@ -1,14 +1,20 @@
-"""Reads: each is one indexed query."""
+"""Reads: each is one indexed query (an empty listing page adds an existence probe)."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Generic, TypeVar
 
 from django.core.exceptions import ValidationError
+from django.db.models import Count, Max, Min, Q, QuerySet
 
 from images.errors import ImageNotFound
 from images.models import Image
+
+T = TypeVar("T")
 
 
 def image_find(*, device_id: str, timestamp: datetime, with_data: bool = True) -> Image:
@@ -27,3 +33,115 @@ def image_get(*, image_id: uuid.UUID | str, with_data: bool = True) -> Image:
         return queryset.get(id=image_id)
     except (Image.DoesNotExist, ValueError, ValidationError):
         raise ImageNotFound("no image with this id") from None
+
+
+# --- Listings ----------------------------------------------------------------
+# Keyset paging: each page is one range scan of the (device_id, timestamp)
+# unique index that starts where the previous page ended, so page 10,000 costs
+# what page 1 does, and rows inserted meanwhile neither shift nor repeat rows.
+
+
+@dataclass(frozen=True)
+class DeviceSummary:
+    """A device that has images, as the database aggregates it."""
+
+    device_id: str
+    image_count: int
+    first_timestamp: datetime
+    last_timestamp: datetime
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of a listing; ``has_more`` when rows follow the last item."""
+
+    items: list[T]
+    has_more: bool
+
+
+def _page(rows: list[T], limit: int) -> Page[T]:
+    # Callers fetch one row more than they show: its presence is the "next" signal.
+    return Page(items=rows[:limit], has_more=len(rows) > limit)
+
+
+def _device_aggregates() -> QuerySet:
+    return (
+        Image.objects.values("device_id")
+        .annotate(
+            image_count=Count("*"),
+            first_timestamp=Min("timestamp"),
+            last_timestamp=Max("timestamp"),
+        )
+        .order_by("device_id")
+    )
+
+
+def device_list(*, after: str | None = None, limit: int) -> Page[DeviceSummary]:
+    """Devices that have images, ordered by id, the first ``limit`` after ``after``.
+
+    One GROUP BY query that walks the ``(device_id, timestamp)`` index in
+    order and stops after ``limit + 1`` groups; no image row is loaded.
+    """
+    queryset = _device_aggregates()
+    if after is not None:
+        queryset = queryset.filter(device_id__gt=after)
+    return _page([DeviceSummary(**row) for row in queryset[: limit + 1]], limit)
+
+
+def device_summary(*, device_id: str) -> DeviceSummary:
+    """One device's counts and time range; :class:`ImageNotFound` when it has no images."""
+    row = _device_aggregates().filter(device_id=device_id).first()
+    if row is None:
+        raise ImageNotFound("no images from this device", field="deviceId")
+    return DeviceSummary(**row)
+
+
+def device_images(
+    *,
+    device_id: str,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    after: datetime | None = None,
+    limit: int,
+    newest_first: bool = False,
+) -> Page[Image]:
+    """A device's images (metadata only) in time order, ``start`` <= timestamp < ``end``.
+
+    ``after`` is the timestamp of the last image of the previous page (the
+    keyset cursor: unique per device); the page holds the next ``limit``
+    images after it in the listing's order (oldest first unless
+    ``newest_first``). :class:`ImageNotFound` when the device has no images
+    at all, as opposed to none in the range.
+    """
+    queryset = Image.objects.defer("data").filter(device_id=device_id)
+    if start is not None:
+        queryset = queryset.filter(timestamp__gte=start)
+    if end is not None:
+        queryset = queryset.filter(timestamp__lt=end)
+    if after is not None:
+        position = "timestamp__lt" if newest_first else "timestamp__gt"
+        queryset = queryset.filter(**{position: after})
+    queryset = queryset.order_by("-timestamp" if newest_first else "timestamp")
+    page = _page(list(queryset[: limit + 1]), limit)
+    if not page.items and not device_has_images(device_id=device_id):
+        raise ImageNotFound("no images from this device", field="deviceId")
+    return page
+
+
+def device_has_images(*, device_id: str) -> bool:
+    """Whether the device has any image (one index probe)."""
+    return Image.objects.filter(device_id=device_id).exists()
+
+
+def device_latest_images(*, devices: Sequence[DeviceSummary]) -> dict[str, Image]:
+    """Each device's newest image (metadata only), keyed by device id, in one query.
+
+    A device whose newest image was deleted since ``devices`` was read is
+    missing from the answer.
+    """
+    if not devices:
+        return {}
+    keys = Q()
+    for device in devices:
+        keys |= Q(device_id=device.device_id, timestamp=device.last_timestamp)
+    return {image.device_id: image for image in Image.objects.defer("data").filter(keys)}

@@ -84,7 +84,11 @@ def _drf_errors(exc: drf.APIException) -> Errors:
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> HttpResponse:
     """DRF's EXCEPTION_HANDLER: typed exceptions carry their status."""
-    request = context["request"]._request
+    return response_for_exception(context["request"]._request, exc)
+
+
+def response_for_exception(request: HttpRequest, exc: Exception) -> HttpResponse:
+    """The error response for ``exc``; unexpected exceptions are logged, answered 500."""
     headers: dict[str, str] = {}
     if isinstance(exc, DomainError):
         status, errors = status_for(exc), {exc.field: [exc.message]}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -22,7 +22,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from formats.cbor import CBORRenderer
-from formats.linkformat import LinkFormatRenderer
+from formats.linkformat import Link, LinkFormatRenderer
 from formats.rfc3339 import format_timestamp, parse_timestamp
 from images import discovery, selectors
 from images.serializers import DeviceIdField, ImageMetadataSerializer, TimestampField
@@ -109,6 +109,8 @@ class ImageListQuerySerializer(serializers.Serializer):
 
 
 class DeviceSummarySerializer(serializers.Serializer):
+    """One device in ``GET /devices`` (API.md §4)."""
+
     deviceId = serializers.CharField(source="device_id")
     imageCount = serializers.IntegerField(source="image_count")
     firstTimestamp = TimestampField(source="first_timestamp")
@@ -125,11 +127,18 @@ class ListingView(APIView):
     renderer_classes = [JSONRenderer, CBORRenderer, LinkFormatRenderer]
 
     def page_response(
-        self, request: Request, items: list[Any], links: list[Any], next_url: str | None
+        self,
+        request: Request,
+        page: selectors.Page[Any],
+        next_url: str | None,
+        *,
+        serializer_class: type[serializers.Serializer],
+        link: Callable[[Any], Link],
     ) -> Response:
         if request.accepted_renderer.media_type == LinkFormatRenderer.media_type:
-            data: Any = links
+            data: Any = [link(item) for item in page.items]
         else:
+            items = serializer_class(page.items, many=True).data
             data = {"items": items, "next": next_url}
         headers = {"Link": f'<{next_url}>; rel="next"'} if next_url else None
         return Response(data, headers=headers)
@@ -147,9 +156,10 @@ class DeviceListView(ListingView):
             next_url = _url("/devices", {"limit": query["limit"], "cursor": cursor})
         return self.page_response(
             request,
-            DeviceSummarySerializer(page.items, many=True).data,
-            [discovery.device_link(device.device_id) for device in page.items],
+            page,
             next_url,
+            serializer_class=DeviceSummarySerializer,
+            link=lambda device: discovery.device_link(device.device_id),
         )
 
 
@@ -177,9 +187,10 @@ class DeviceImagesView(ListingView):
             next_url = _url(discovery.device_images_href(device_id), params)
         return self.page_response(
             request,
-            ImageMetadataSerializer(page.items, many=True).data,
-            [discovery.image_link(image) for image in page.items],
+            page,
             next_url,
+            serializer_class=ImageMetadataSerializer,
+            link=discovery.image_link,
         )
 
 

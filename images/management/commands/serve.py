@@ -50,6 +50,7 @@ class Command(BaseCommand):
         if not os.environ.get("SECRET_KEY"):
             raise CommandError("serve runs with DEBUG off: set SECRET_KEY (and ALLOWED_HOSTS)")
         call_command("migrate", interactive=False, verbosity=0)
+        call_command("collectstatic", interactive=False, verbosity=0)
         env = {
             **os.environ,
             "DEBUG": "0",
@@ -85,6 +86,11 @@ class Command(BaseCommand):
             str(options["graceful_timeout"]),
             "--respawn-failed-workers",
             "--no-ws",
+            # The gallery's stylesheet, served by granian itself (no Python).
+            "--static-path-route",
+            "/static",
+            "--static-path-mount",
+            str(settings.STATIC_ROOT),
             "config.wsgi:application",
         ]
         return subprocess.Popen(command, cwd=ROOT, env=env)

@@ -1,0 +1,275 @@
+"""HTTP benchmarks against a live ``manage.py serve`` on loopback (prints figures).
+
+    python bench/http.py [--seconds 10] [--workers 2] [--rows 1000000] [--skip-rss]
+
+Uses wrk (Debian package ``wrk``) as the load generator. The database is a
+fresh SQLite file, or, when DATABASE_URL names PostgreSQL, a throwaway
+database on that server. Measures, each at concurrency 1 and 4:
+
+- ingest of ``skimage__brick.png`` (106 KB PNG), unique keys per request;
+- ingest of ``sklearn__china.jpg`` (197 KB JPEG), unique keys per request;
+- download of a stored image by id, and 304 revalidation of it;
+
+then the lookup latency (by device and time) with 100 and with ``--rows``
+stored rows, and the peak RSS of the worker processes while a 30 MB image is
+uploaded. Nothing here asserts; it prints.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# This file is named http.py, as the issue asks; Python puts its directory
+# first on sys.path, where it would shadow the standard library's ``http``.
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[0] = str(ROOT)
+
+import argparse  # noqa: E402
+import io  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import random  # noqa: E402
+import re  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+import urllib.request  # noqa: E402
+
+from conftest import free_port, fresh_database_url, query_database, wait_for_port  # noqa: E402
+
+CORPUS = Path(os.environ.get("IMAGE_CORPUS", ROOT.parent / "shared" / "corpus"))
+
+INGEST_LUA = """
+local body = io.open("{file}", "rb"):read("*all")
+local counter = 0
+local threads = {{}}
+function setup(thread)
+  thread:set("tid", #threads + 1)
+  table.insert(threads, thread)
+end
+function request()
+  counter = counter + 1
+  local path = string.format(
+    "/collections/images?deviceId={prefix}-%d&timestamp=2024-01-01T00:00:00.%06dZ",
+    tid, counter)
+  return wrk.format("POST", path, {{["Content-Type"] = "{content_type}",
+    ["Accept"] = "application/json"}}, body)
+end
+"""
+
+
+def wrk(url: str, seconds: int, connections: int, *extra: str) -> dict[str, float]:
+    threads = min(connections, 2)
+    out = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", *extra, url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    result = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}
+    for pct in ("50", "99"):
+        match = re.search(rf"^\s+{pct}(?:\.000)?%\s+([\d.]+)(us|ms|s)", out, re.M)
+        value, unit = float(match.group(1)), match.group(2)
+        result[f"p{pct}"] = value * {"us": 0.001, "ms": 1, "s": 1000}[unit]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    result["errors"] = int(errors.group(1)) if errors else 0
+    return result
+
+
+def line(name: str, figures: dict[str, float]) -> None:
+    print(
+        f"{name:<44} {figures['rps']:>9.1f} req/s   p50 {figures['p50']:>7.2f} ms"
+        f"   p99 {figures['p99']:>7.2f} ms   errors {figures['errors']:.0f}",
+        flush=True,
+    )
+
+
+class Server:
+    def __init__(self, workers: int, database_url: str, tmp: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "SECRET_KEY": "bench-only-secret",
+            "ALLOWED_HOSTS": "127.0.0.1",
+            "REQUEST_LOG_LEVEL": "WARNING",
+        }
+        self.log = open(tmp / "serve.log", "wb")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [sys.executable, "manage.py", "serve", "--host", "127.0.0.1"]
+            + ["--port", str(self.port), "--coap-port", "0", "--workers", str(workers)],
+            cwd=ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        wait_for_port(self.port, self.process, timeout=60)
+
+    def upload(self, data: bytes, content_type: str, device: str, timestamp: str) -> dict:
+        request = urllib.request.Request(
+            f"{self.url}/collections/images?deviceId={device}&timestamp={timestamp}",
+            data=data,
+            method="POST",
+            headers={"Content-Type": content_type, "Accept": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=300) as response:
+            return json.loads(response.read())
+
+    def worker_pids(self) -> list[int]:
+        out = subprocess.run(
+            ["pgrep", "-s", str(os.getpgid(self.process.pid))], capture_output=True, text=True
+        ).stdout
+        return [int(pid) for pid in out.split() if int(pid) != self.process.pid]
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=60)
+        self.log.close()
+
+
+def rss_mib(pid: int) -> float:
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0.0
+    return int(re.search(r"VmRSS:\s+(\d+)", text).group(1)) / 1024
+
+
+def populate(database_url: str, start: int, stop: int) -> None:
+    """Rows ``start`` to ``stop`` of device ``lookup`` (tiny blobs), straight into the table.
+
+    Row ``i`` is stamped ``2000-01-01T00:00:00Z`` plus ``i`` microseconds.
+    """
+    if database_url.startswith("sqlite:///"):
+        import sqlite3
+
+        with sqlite3.connect(database_url.removeprefix("sqlite:///")) as db:
+            db.executemany(
+                "INSERT INTO images_image (id, device_id, timestamp, content_type, width, height,"
+                " original_size, stored_size, sha256, original_sha256, received_at, data)"
+                " VALUES (?, 'lookup', ?, 'image/png', 1, 1, 1, 1, '', '', '2024-01-01 00:00:00',"
+                " x'00')",
+                (
+                    (f"{i:032x}", f"2000-01-01 00:00:{i // 1_000_000:02d}.{i % 1_000_000:06d}")
+                    for i in range(start, stop)
+                ),
+            )
+        return
+    query_database(
+        database_url,
+        "INSERT INTO images_image (id, device_id, timestamp, content_type, width, height,"
+        " original_size, stored_size, sha256, original_sha256, received_at, data)"
+        " SELECT md5(i::text)::uuid, 'lookup',"
+        " timestamp '2000-01-01' + i * interval '1 microsecond', 'image/png', 1, 1, 1, 1,"
+        " '', '', now(), '\\x00'::bytea FROM generate_series(%s, %s - 1) AS i",
+        (start, stop),
+    )
+
+
+def lookup_url(server: Server, index: int) -> str:
+    return (
+        f"{server.url}/collections/images?deviceId=lookup"
+        f"&timestamp=2000-01-01T00%3A00%3A00.{index:06d}Z"
+    )
+
+
+def noise_png(megabytes: int) -> bytes:
+    from PIL import Image
+
+    side = int((megabytes * 1_000_000 / 3) ** 0.5)
+    image = Image.frombytes("RGB", (side, side), random.Random(1).randbytes(side * side * 3))
+    out = io.BytesIO()
+    image.save(out, "PNG", compress_level=1)
+    return out.getvalue()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--skip-rss", action="store_true")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("bench/http.py needs wrk: apt-get install wrk")
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-http-"))
+    database_url = fresh_database_url(tmp)
+    kind = "PostgreSQL" if database_url.startswith("postgres") else "SQLite"
+    print(
+        f"database: {kind}; server: manage.py serve, {args.workers} workers; {os.cpu_count()} cores"
+    )
+    server = Server(args.workers, database_url, tmp)
+    try:
+        for name, file, content_type in [
+            ("brick PNG", CORPUS / "skimage__brick.png", "image/png"),
+            ("china JPEG", CORPUS / "sklearn__china.jpg", "image/jpeg"),
+        ]:
+            for connections in (1, 4):
+                script = tmp / f"ingest-{content_type.replace('/', '-')}-{connections}.lua"
+                script.write_text(
+                    INGEST_LUA.format(
+                        file=file,
+                        prefix=f"{file.stem}-c{connections}",
+                        content_type=content_type,
+                    )
+                )
+                figures = wrk(server.url, args.seconds, connections, "-s", str(script))
+                line(f"ingest {name} ({file.stat().st_size // 1000} KB), c{connections}", figures)
+
+        stored = server.upload(
+            (CORPUS / "skimage__brick.png").read_bytes(), "image/png", "dl", "2024-01-01T00:00:00Z"
+        )
+        item = f"{server.url}{stored['href']}"
+        etag = f'If-None-Match: "{stored["sha256"]}"'
+        for connections in (1, 4):
+            line(f"download by id, c{connections}", wrk(item, args.seconds, connections))
+        for connections in (1, 4):
+            figures = wrk(item, args.seconds, connections, "-H", etag)
+            line(f"304 revalidation, c{connections}", figures)
+
+        populate(database_url, 0, 100)
+        line("lookup by device+time, 100 rows, c1", wrk(lookup_url(server, 50), args.seconds, 1))
+        populate(database_url, 100, args.rows)
+        line(
+            f"lookup by device+time, {args.rows:,} rows, c1",
+            wrk(lookup_url(server, 50), args.seconds, 1),
+        )
+
+        if not args.skip_rss:
+            image = noise_png(30)
+            before = {pid: rss_mib(pid) for pid in server.worker_pids()}
+            peak = dict(before)
+            done = threading.Event()
+
+            def sample() -> None:
+                while not done.is_set():
+                    for pid in peak:
+                        peak[pid] = max(peak[pid], rss_mib(pid))
+                    time.sleep(0.005)
+
+            sampler = threading.Thread(target=sample)
+            sampler.start()
+            started = time.perf_counter()
+            server.upload(image, "image/png", "rss", "2024-01-01T00:00:00Z")
+            elapsed = time.perf_counter() - started
+            done.set()
+            sampler.join()
+            worst = max(peak, key=lambda pid: peak[pid] - before[pid])
+            print(
+                f"30 MB upload ({len(image) / 1e6:.1f} MB PNG) in {elapsed:.2f} s: worker peak RSS"
+                f" {peak[worst]:.0f} MiB (idle {before[worst]:.0f} MiB, growth"
+                f" {peak[worst] - before[worst]:.0f} MiB; {peak[worst] * 2**20 / len(image):.1f}x"
+                " the image)"
+            )
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()

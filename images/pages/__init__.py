@@ -1,0 +1,1 @@
+"""The gallery: server-rendered pages for people, over the same selectors and services."""

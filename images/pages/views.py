@@ -1,0 +1,191 @@
+"""Gallery pages (API.md §8): thin views over the same selectors and services as the API.
+
+Every page is server-rendered HTML with one same-origin stylesheet and no
+script; images come from the API's own URLs (thumbnails and downloads).
+"""
+
+from __future__ import annotations
+
+import functools
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_http_methods, require_safe
+
+from formats.rfc3339 import format_timestamp
+from images import selectors, services, thumbnails
+from images.errors import ImageNotFound
+from images.models import Image
+from images.pages.forms import DeviceImagesForm, DeviceListForm
+
+DEVICES_PER_PAGE = 24
+IMAGES_PER_PAGE = 48
+# Thumbnails are fetched at twice their CSS size, for high-density screens.
+TILE_SIZE = 256
+# What browsers show in <img>; anything else (TIFF) is shown as a large thumbnail.
+BROWSER_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
+# Pages load nothing but our own stylesheet and images, and run no script.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; img-src 'self'; style-src 'self'; form-action 'self'; "
+    "base-uri 'none'; frame-ancestors 'none'"
+)
+
+
+@dataclass(frozen=True)
+class Tile:
+    """An image as a gallery shows it: a thumbnail with its display size, and a link."""
+
+    image: Image
+    thumbnail_url: str
+    width: int
+    height: int
+    page_url: str
+
+
+def tile(image: Image, size: int = TILE_SIZE) -> Tile:
+    scale = min(1.0, size / max(image.width, image.height))
+    return Tile(
+        image=image,
+        thumbnail_url=f"{image.href}/thumbnail?size={size}",
+        width=max(1, round(image.width * scale)),
+        height=max(1, round(image.height * scale)),
+        page_url=reverse("gallery-image", kwargs={"image_id": image.id}),
+    )
+
+
+def _render(
+    request: HttpRequest, template: str, context: dict[str, Any], status: int = 200
+) -> HttpResponse:
+    response = render(request, f"images/gallery/{template}", context, status=status)
+    response["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+    return response
+
+
+def _not_found_page(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """A missing device or image is an HTML 404 page here, not the API's JSON error."""
+
+    @functools.wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        try:
+            return view(request, *args, **kwargs)
+        except ImageNotFound as exc:
+            return _render(request, "not_found.html", {"message": exc.message}, status=404)
+
+    return wrapper
+
+
+@require_safe
+def gallery_home(request: HttpRequest) -> HttpResponse:
+    """``/``: the devices with their image counts and latest image; how to send one if none."""
+    form = DeviceListForm(request.GET)
+    after = (form.cleaned_data["after"] or None) if form.is_valid() else None
+    page = selectors.device_list(after=after, limit=DEVICES_PER_PAGE)
+    latest = selectors.device_latest_images(devices=page.items)
+    cards = [
+        (device, tile(latest[device.device_id]) if device.device_id in latest else None)
+        for device in page.items
+    ]
+    more_url = None
+    if page.has_more:
+        more_url = "?" + urlencode({"after": page.items[-1].device_id})
+    return _render(
+        request,
+        "home.html",
+        {
+            "cards": cards,
+            "paged": after is not None,
+            "more_url": more_url,
+            "upload_url": request.build_absolute_uri("/collections/images"),
+            "example_timestamp": format_timestamp(datetime.now(UTC).replace(microsecond=0)),
+        },
+    )
+
+
+@require_safe
+@_not_found_page
+def gallery_device(request: HttpRequest, device_id: str) -> HttpResponse:
+    """A device's images, newest first, in a paged grid with a date filter."""
+    device = selectors.device_summary(device_id=device_id)
+    form = DeviceImagesForm(request.GET)
+    valid = form.is_valid()
+    page = selectors.device_images(
+        device_id=device_id,
+        start=form.start() if valid else None,
+        end=form.end() if valid else None,
+        after=form.before() if valid else None,
+        limit=IMAGES_PER_PAGE,
+        newest_first=True,
+    )
+    filters = {
+        name: request.GET[name] for name in ("from", "to") if valid and request.GET.get(name)
+    }
+    older_url = None
+    if page.has_more:
+        older = {**filters, "before": format_timestamp(page.items[-1].timestamp)}
+        older_url = "?" + urlencode(older)
+    return _render(
+        request,
+        "device.html",
+        {
+            "device": device,
+            "form": form,
+            "tiles": [tile(image) for image in page.items],
+            "filtered": bool(filters),
+            "paged": valid and form.before() is not None,
+            "newest_url": "?" + urlencode(filters),
+            "older_url": older_url,
+        },
+    )
+
+
+@require_safe
+@_not_found_page
+def gallery_image(request: HttpRequest, image_id: uuid.UUID) -> HttpResponse:
+    """One image: the full picture, its metadata, download and delete, and its neighbours."""
+    image = selectors.image_get(image_id=image_id, with_data=False)
+    newer = selectors.device_images(device_id=image.device_id, after=image.timestamp, limit=1).items
+    older = selectors.device_images(
+        device_id=image.device_id, after=image.timestamp, limit=1, newest_first=True
+    ).items
+    preview = None if image.content_type in BROWSER_TYPES else tile(image, thumbnails.SIZE_MAX)
+    saved = image.original_size - image.stored_size
+    return _render(
+        request,
+        "image.html",
+        {
+            "image": image,
+            "display": preview,
+            "saved": saved,
+            "saved_percent": 100 * saved / image.original_size,
+            "newer": tile(newer[0]) if newer else None,
+            "older": tile(older[0]) if older else None,
+        },
+    )
+
+
+@require_http_methods(["GET", "HEAD", "POST"])
+@_not_found_page
+def gallery_image_delete(request: HttpRequest, image_id: uuid.UUID) -> HttpResponse:
+    """GET asks for confirmation; POST (CSRF-checked by Django's middleware) deletes.
+
+    After deleting, back to the device's page, or to ``/`` if that was its last image.
+    """
+    image = selectors.image_get(image_id=image_id, with_data=False)
+    if request.method != "POST":
+        return _render(request, "image_delete.html", {"image": image, "tile": tile(image)})
+    services.image_delete(image_id=image.id)
+    messages.success(
+        request,
+        f"Deleted the image from {image.device_id} taken {image.timestamp:%Y-%m-%d %H:%M:%S} UTC.",
+    )
+    if selectors.device_has_images(device_id=image.device_id):
+        return redirect("gallery-device", device_id=image.device_id)
+    return redirect("gallery")
