@@ -9,7 +9,9 @@ own registry is exported.
 
 from __future__ import annotations
 
+import functools
 import os
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -31,6 +33,23 @@ UPLOAD_BYTES = Counter("image_upload_bytes_total", "Image bytes received in new 
 STORED_BYTES = Counter("image_stored_bytes_total", "Image bytes stored for new uploads")
 SAVED_BYTES = Counter("image_compression_saved_bytes_total", "Bytes saved by lossless compression")
 UPLOADS = Counter("image_uploads_total", "Uploads by outcome", ["outcome"])
+
+
+@functools.cache
+def _request_children(method: str, route: str, status: int) -> tuple[Any, Any]:
+    # Label lookups cost more than the increments; routes are a small fixed set.
+    return REQUESTS.labels(method, route, str(status)), LATENCY.labels(route)
+
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def observe_request(method: str, route: str, status: int, seconds: float) -> None:
+    # Clients choose the method name: keep the label set bounded.
+    method = method if method in _METHODS else "OTHER"
+    counter, histogram = _request_children(method, route, status)
+    counter.inc()
+    histogram.observe(seconds)
 
 
 def render() -> tuple[bytes, str]:

@@ -26,29 +26,33 @@ class RequestLogMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         started = time.perf_counter()
-        offered = request.headers.get("X-Request-ID", "")
+        offered = request.META.get("HTTP_X_REQUEST_ID", "")
         request_id = offered if _CLIENT_ID.fullmatch(offered) else uuid.uuid4().hex
         request.request_id = request_id
         response = self.get_response(request)
         elapsed = time.perf_counter() - started
         match = getattr(request, "resolver_match", None)
         route = match.route if match is not None and match.route else "unmatched"
-        metrics.REQUESTS.labels(request.method, route, str(response.status_code)).inc()
-        metrics.LATENCY.labels(route).observe(elapsed)
+        metrics.observe_request(request.method or "", route, response.status_code, elapsed)
         response["X-Request-ID"] = request_id
-        logger.info(
-            json.dumps(
-                {
-                    "request_id": request_id,
-                    "method": request.method,
-                    "path": request.path,
-                    "route": route,
-                    "status": response.status_code,
-                    "ms": round(elapsed * 1000, 2),
-                    "bytes_in": int(request.META.get("CONTENT_LENGTH") or 0),
-                    "remote": request.META.get("REMOTE_ADDR", ""),
-                },
-                ensure_ascii=False,
-            )
-        )
+        if logger.isEnabledFor(logging.INFO):
+            logger.info(self._line(request, response, request_id, route, elapsed))
         return response
+
+    @staticmethod
+    def _line(
+        request: HttpRequest, response: HttpResponse, request_id: str, route: str, elapsed: float
+    ) -> str:
+        return json.dumps(
+            {
+                "request_id": request_id,
+                "method": request.method,
+                "path": request.path,
+                "route": route,
+                "status": response.status_code,
+                "ms": round(elapsed * 1000, 2),
+                "bytes_in": int(request.META.get("CONTENT_LENGTH") or 0),
+                "remote": request.META.get("REMOTE_ADDR", ""),
+            },
+            ensure_ascii=False,
+        )

@@ -41,7 +41,8 @@ def etag_for(image: Image) -> str:
     return f'"{image.sha256}"'
 
 
-def image_headers(image: Image, *, immutable: bool) -> dict[str, str]:
+def cache_headers(image: Image, *, immutable: bool) -> dict[str, str]:
+    """What a 304 repeats (RFC 9110 §15.4.5) and a 200 carries too."""
     if immutable:
         cache_control = "public, max-age=31536000, immutable"
     else:
@@ -50,6 +51,12 @@ def image_headers(image: Image, *, immutable: bool) -> dict[str, str]:
         "ETag": etag_for(image),
         "Last-Modified": http_date(image.received_at.timestamp()),
         "Cache-Control": cache_control,
+    }
+
+
+def image_headers(image: Image, *, immutable: bool) -> dict[str, str]:
+    return {
+        **cache_headers(image, immutable=immutable),
         "Content-Disposition": content_disposition(image),
         "X-Content-Type-Options": "nosniff",
         "Content-Security-Policy": CONTENT_SECURITY_POLICY,
@@ -70,7 +77,7 @@ def not_modified_response(
     Needs only metadata, so callers can answer revalidations without reading
     the image bytes.
     """
-    probe = HttpResponse(headers=image_headers(image, immutable=immutable))
+    probe = HttpResponse(headers=cache_headers(image, immutable=immutable))
     answer = get_conditional_response(
         request,
         etag=etag_for(image),
