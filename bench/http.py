@@ -151,9 +151,9 @@ def populate(database_url: str, start: int, stop: int) -> None:
         with sqlite3.connect(database_url.removeprefix("sqlite:///")) as db:
             db.executemany(
                 "INSERT INTO images_image (id, device_id, timestamp, content_type, width, height,"
-                " original_size, stored_size, sha256, original_sha256, received_at, data)"
-                " VALUES (?, 'lookup', ?, 'image/png', 1, 1, 1, 1, '', '', '2024-01-01 00:00:00',"
-                " x'00')",
+                " original_size, stored_size, sha256, original_sha256, received_at, modified_at,"
+                " optimized, data) VALUES (?, 'lookup', ?, 'image/png', 1, 1, 1, 1, '', '',"
+                " '2024-01-01 00:00:00', '2024-01-01 00:00:00', 1, x'00')",
                 (
                     (f"{i:032x}", f"2000-01-01 00:00:{i // 1_000_000:02d}.{i % 1_000_000:06d}")
                     for i in range(start, stop)
@@ -163,10 +163,10 @@ def populate(database_url: str, start: int, stop: int) -> None:
     query_database(
         database_url,
         "INSERT INTO images_image (id, device_id, timestamp, content_type, width, height,"
-        " original_size, stored_size, sha256, original_sha256, received_at, data)"
-        " SELECT md5(i::text)::uuid, 'lookup',"
+        " original_size, stored_size, sha256, original_sha256, received_at, modified_at,"
+        " optimized, data) SELECT md5(i::text)::uuid, 'lookup',"
         " timestamp '2000-01-01' + i * interval '1 microsecond', 'image/png', 1, 1, 1, 1,"
-        " '', '', now(), '\\x00'::bytea FROM generate_series(%s, %s - 1) AS i",
+        " '', '', now(), now(), true, '\\x00'::bytea FROM generate_series(%s, %s - 1) AS i",
         (start, stop),
     )
 

@@ -139,6 +139,13 @@ IMAGES_MAX_FRAMES = env_int("IMAGES_MAX_FRAMES", 1_000)
 # revalidates (downloads by id never change and are marked immutable).
 IMAGES_CACHE_MAX_AGE = env_int("IMAGES_CACHE_MAX_AGE", 3600)
 IMAGES_AUTH = env_str("IMAGES_AUTH", "open")
+# "inline": full lossless optimisation before the upload is answered.
+# "deferred": a fast pass before, the full one by `manage.py optimize --watch`
+# (which `serve` runs): ingest is several times faster; the bytes, sha256 and
+# ETag of an image change once, when its full pass is done.
+IMAGES_OPTIMIZE = env_str("IMAGES_OPTIMIZE", "inline")
+if IMAGES_OPTIMIZE not in ("inline", "deferred"):
+    raise ImproperlyConfigured("IMAGES_OPTIMIZE must be 'inline' or 'deferred'")
 
 COAP_HOST = env_str("COAP_HOST", "::")
 COAP_PORT = env_int("COAP_PORT", 5683)

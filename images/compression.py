@@ -191,8 +191,13 @@ def probe(data: bytes, limits: Limits = Limits()) -> ImageInfo:
         return ImageInfo(image_format, _CONTENT_TYPES[image_format], width, height, frames)
 
 
-def compress(data: bytes, limits: Limits = Limits()) -> Compressed:
+def compress(data: bytes, limits: Limits = Limits(), *, fast: bool = False) -> Compressed:
     """Return what to store for ``data``: a losslessly smaller encoding, or ``data`` itself.
+
+    ``fast`` is for the request path when a background pass follows
+    (IMAGES_OPTIMIZE=deferred): PNG gets oxipng's quickest level (a seventh of
+    the default's time on brick.png), BMP/TIFF still become PNG so that the
+    stored format never changes later, and JPEG is left to the background.
 
     The stored bytes decode (with Pillow) to the same size, mode, bit depth,
     palette, transparency and pixels in every frame, with the same frame
@@ -205,7 +210,7 @@ def compress(data: bytes, limits: Limits = Limits()) -> Compressed:
     # candidate must match.
     reference = _fingerprint(data, limits)
     stored, content_type, method = data, info.content_type, "original"
-    candidate = _optimised(data, info, limits)
+    candidate = _optimised(data, info, limits, fast=fast)
     if candidate is not None and len(candidate[0]) < len(data):
         try:
             if _fingerprint(candidate[0], limits) == reference:
@@ -407,22 +412,30 @@ def _hash_pixels(update: Callable[[bytes], object], frame: Image.Image) -> None:
         update(frame.crop((0, top, width, min(height, top + rows))).tobytes())
 
 
-def _optimised(data: bytes, info: ImageInfo, limits: Limits) -> tuple[bytes, str, str] | None:
+def _optimised(
+    data: bytes, info: ImageInfo, limits: Limits, *, fast: bool
+) -> tuple[bytes, str, str] | None:
     """An unverified candidate (bytes, content type, method) for ``data``, or None."""
+    options = {**_OXIPNG_OPTIONS, "level": 0} if fast else _OXIPNG_OPTIONS
     try:
         if info.format == "PNG":
-            candidate = oxipng.optimize_from_memory(data, **_OXIPNG_OPTIONS)
+            candidate = oxipng.optimize_from_memory(data, **options)
             # With reductions off oxipng keeps the IHDR; a changed one means a
             # changed bit depth or colour type, which a Pillow decode can miss.
             return (candidate, "image/png", "oxipng") if candidate[:33] == data[:33] else None
-        if info.format == "JPEG" and info.frames == 1 and _jpeg_length(data) == len(data):
+        if (
+            not fast
+            and info.format == "JPEG"
+            and info.frames == 1
+            and _jpeg_length(data) == len(data)
+        ):
             candidate = _mozjpeg(data)
             return None if candidate is None else (candidate, "image/jpeg", "mozjpeg")
         if info.format in ("BMP", "TIFF") and info.frames == 1:
             png = _as_png(data, limits)
             if png is not None:
                 return (
-                    oxipng.optimize_from_memory(png, **_OXIPNG_OPTIONS),
+                    oxipng.optimize_from_memory(png, **options),
                     "image/png",
                     "converted-png",
                 )

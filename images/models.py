@@ -27,6 +27,11 @@ class Image(models.Model):
     # Of the received bytes: recognises a device's retry without recompressing.
     original_sha256 = models.CharField(max_length=64)
     received_at = models.DateTimeField(default=timezone.now)
+    # When the stored bytes last changed (Last-Modified): at ingest, and again
+    # when deferred optimisation replaces them (IMAGES_OPTIMIZE=deferred).
+    modified_at = models.DateTimeField(default=timezone.now)
+    # False while a better encoding may still replace the stored bytes.
+    optimized = models.BooleanField(default=True)
     # Last, so that listings (which defer it) never touch the blob's pages.
     data = models.BinaryField()
 
@@ -34,6 +39,14 @@ class Image(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["device_id", "timestamp"], name="image_device_timestamp_unique"
+            )
+        ]
+        indexes = [
+            # The deferred optimiser's queue: small, since rows leave it.
+            models.Index(
+                fields=["received_at"],
+                condition=models.Q(optimized=False),
+                name="image_pending_optimization",
             )
         ]
 

@@ -9,9 +9,10 @@ from datetime import datetime
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from images import compression
-from images.errors import ImageConflict, ImageNotFound, ImageTooLarge
+from images.errors import ImageConflict, ImageNotFound, ImageTooLarge, InvalidInput
 from images.models import Image
 from ops import metrics
 
@@ -50,7 +51,8 @@ def image_ingest(*, device_id: str, timestamp: datetime, data: bytes) -> IngestR
     if existing is not None:
         return _retried(existing, original_sha256)
 
-    stored = compression.compress(data, limits)
+    deferred = settings.IMAGES_OPTIMIZE == "deferred"
+    stored = compression.compress(data, limits, fast=deferred)
     image = Image(
         device_id=device_id,
         timestamp=timestamp,
@@ -61,6 +63,7 @@ def image_ingest(*, device_id: str, timestamp: datetime, data: bytes) -> IngestR
         stored_size=len(stored.data),
         sha256=hashlib.sha256(stored.data).hexdigest(),
         original_sha256=original_sha256,
+        optimized=not deferred or stored.content_type not in OPTIMIZABLE_TYPES,
         data=stored.data,
     )
     try:
@@ -88,6 +91,50 @@ def _retried(existing: Image, original_sha256: str) -> IngestResult:
         f"device {existing.device_id!r} already stored a different image at this timestamp",
         field="timestamp",
     )
+
+
+# What the full pass can still shrink after a fast one (GIF and WebP are
+# stored as received either way).
+OPTIMIZABLE_TYPES = frozenset({"image/png", "image/jpeg"})
+
+
+def image_optimize_pending(*, batch: int = 10) -> int:
+    """Give up to ``batch`` fast-stored images their full optimisation; return how many.
+
+    The row is replaced only if it still holds the bytes we optimised (it
+    may have been deleted meanwhile), so this can run beside ingest, in any
+    number of processes, at any time.
+    """
+    pending = list(
+        Image.objects.filter(optimized=False)
+        .order_by("received_at")
+        .values_list("id", flat=True)[:batch]
+    )
+    for image_id in pending:
+        image_optimize(image_id=image_id)
+    return len(pending)
+
+
+def image_optimize(*, image_id: uuid.UUID) -> None:
+    """The full lossless optimisation of one stored image (see :func:`image_optimize_pending`)."""
+    row = Image.objects.filter(id=image_id).values_list("sha256", "data").first()
+    if row is None:
+        return
+    old_sha256, data = row[0], bytes(row[1])
+    try:
+        stored = compression.compress(data, limits_current())
+    except (InvalidInput, ImageTooLarge):
+        stored = None  # limits lowered since ingest: keep what is stored
+    update: dict[str, object] = {"optimized": True}
+    if stored is not None and len(stored.data) < len(data):
+        update |= {
+            "data": stored.data,
+            "content_type": stored.content_type,
+            "stored_size": len(stored.data),
+            "sha256": hashlib.sha256(stored.data).hexdigest(),
+            "modified_at": timezone.now(),
+        }
+    Image.objects.filter(id=image_id, sha256=old_sha256).update(**update)
 
 
 def image_delete(*, image_id: uuid.UUID | str) -> None:

@@ -43,13 +43,15 @@ def etag_for(image: Image) -> str:
 
 def cache_headers(image: Image, *, immutable: bool) -> dict[str, str]:
     """What a 304 repeats (RFC 9110 §15.4.5) and a 200 carries too."""
-    if immutable:
+    if immutable and image.optimized:
+        # An id's bytes never change once optimised (deferred optimisation
+        # replaces them once, before that).
         cache_control = "public, max-age=31536000, immutable"
     else:
         cache_control = f"public, max-age={settings.IMAGES_CACHE_MAX_AGE}"
     return {
         "ETag": etag_for(image),
-        "Last-Modified": http_date(image.received_at.timestamp()),
+        "Last-Modified": http_date(image.modified_at.timestamp()),
         "Cache-Control": cache_control,
     }
 
@@ -81,7 +83,7 @@ def not_modified_response(
     answer = get_conditional_response(
         request,
         etag=etag_for(image),
-        last_modified=int(image.received_at.timestamp()),
+        last_modified=int(image.modified_at.timestamp()),
         response=probe,
     )
     if answer is probe:
@@ -132,7 +134,7 @@ def _if_range_passes(request: HttpRequest, image: Image) -> bool:
         return True
     if validator.startswith('"'):
         return validator == etag_for(image)
-    return validator == http_date(image.received_at.timestamp())
+    return validator == http_date(image.modified_at.timestamp())
 
 
 def _multipart(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import signal
 import socket
@@ -12,6 +14,7 @@ import time
 import urllib.request
 
 import pytest
+from PIL import Image as PILImage
 
 from conftest import (
     ROOT,
@@ -21,6 +24,7 @@ from conftest import (
     query_database,
     wait_for_port,
 )
+from images.compression import pixels_equal
 
 
 @pytest.fixture
@@ -110,3 +114,30 @@ def test_metrics_add_up_over_all_workers(serve, png):
         if line.startswith('http_requests_total{method="GET",route="healthz",status="200"}')
     )
     assert float(line.split()[-1]) == 100
+
+
+def test_serve_ingests_fast_and_optimises_in_the_background(serve):
+    _, port, _ = serve
+    image = PILImage.open(io.BytesIO(png_bytes(size=(200, 150), seed=6))).convert("RGB")
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=90)
+    sent = out.getvalue()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/collections/images?deviceId=bg&timestamp=2024-01-01T00:00:00Z",
+        data=sent,
+        headers={"Content-Type": "image/jpeg", "Accept": "application/json"},
+    )
+    meta = json.loads(urllib.request.urlopen(request, timeout=30).read())
+    assert meta["storedSize"] == len(sent)  # the fast pass leaves JPEG alone
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        metadata = urllib.request.Request(
+            f"http://127.0.0.1:{port}{meta['href']}", headers={"Accept": "application/json"}
+        )
+        now = json.loads(urllib.request.urlopen(metadata, timeout=30).read())
+        if now["storedSize"] < len(sent):
+            break
+        time.sleep(0.2)
+    assert now["storedSize"] < len(sent)
+    stored = urllib.request.urlopen(f"http://127.0.0.1:{port}{meta['href']}", timeout=30).read()
+    assert pixels_equal(stored, sent)

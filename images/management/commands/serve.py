@@ -1,4 +1,4 @@
-"""``serve``: production HTTP (granian, several workers) and CoAP together.
+"""``serve``: production HTTP (granian, several workers), CoAP and the optimiser together.
 
 Granian was chosen by measurement (docs/performance.md): on this 2-core
 machine it served Django at 1.7x gunicorn's rate for the same app. Both
@@ -55,12 +55,16 @@ class Command(BaseCommand):
             **os.environ,
             "DEBUG": "0",
             "DJANGO_SETTINGS_MODULE": "config.settings",
+            # Fast ingest; the full optimisation runs beside (docs/performance.md).
+            "IMAGES_OPTIMIZE": os.environ.get("IMAGES_OPTIMIZE", "deferred"),
             # Workers share metrics through files here (ops.metrics).
             "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp(prefix="images-metrics-"),
         }
         children = [self._http(options, env)]
         if options["coap_port"]:
             children.append(self._coap(options, env))
+        if env["IMAGES_OPTIMIZE"] == "deferred":
+            children.append(self._manage(env, "optimize", "--watch"))
         self.stdout.write(
             f"serving HTTP on {options['host']}:{options['port']} ({options['workers']} workers)"
             + (f", CoAP on UDP {options['coap_port']}" if options["coap_port"] else "")
@@ -96,16 +100,13 @@ class Command(BaseCommand):
         return subprocess.Popen(command, cwd=ROOT, env=env)
 
     def _coap(self, options: dict[str, Any], env: dict[str, str]) -> subprocess.Popen:
-        command = [
-            sys.executable,
-            str(ROOT / "manage.py"),
-            "runcoap",
-            "--host",
-            options["coap_host"],
-            "--port",
-            str(options["coap_port"]),
-        ]
-        return subprocess.Popen(command, cwd=ROOT, env=env)
+        host, port = options["coap_host"], str(options["coap_port"])
+        return self._manage(env, "runcoap", "--host", host, "--port", port)
+
+    def _manage(self, env: dict[str, str], *command: str) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, str(ROOT / "manage.py"), *command], cwd=ROOT, env=env
+        )
 
     def _supervise(self, children: list[subprocess.Popen]) -> None:
         stopping = False

@@ -1,0 +1,310 @@
+"""CoAP resources: a thin front end over the HTTP side's domain code (API.md §5).
+
+Every resource validates through the serializers HTTP uses, parses bodies with
+the same parsers, renders with the same renderers, and calls the same
+services, selectors and discovery functions. What is CoAP's own is here:
+options instead of headers, Block1/Block2 (see ``blockwise``) and response
+codes (see ``errors``). Database and CPU-heavy work (decoding, compressing)
+runs in worker threads through ``sync_to_async``; the event loop only moves
+blocks.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, ParamSpec, TypeVar
+
+from aiocoap import Message, error, resource
+from aiocoap.numbers.codes import Code
+from aiocoap.numbers.optionnumbers import OptionNumber
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import close_old_connections
+from rest_framework.exceptions import ParseError
+from rest_framework.renderers import BaseRenderer, JSONRenderer
+
+from formats import linkformat
+from formats.cbor import CBOR_MEDIA_TYPE, CBORParser, CBORRenderer
+from formats.json import StrictJSONParser
+from formats.linkformat import FilterError, Link, LinkFormatRenderer, parse_filters
+from images import discovery, selectors, services
+from images.coap.blockwise import BlobCache, Block1Assembler, block2_slice, too_large
+from images.coap.errors import error_response
+from images.errors import DomainError, ImageNotFound, InvalidInput, UnsupportedMediaType
+from images.http.parsers import RAW_IMAGE_TYPES, body_limit
+from images.models import Image
+from images.serializers import ImageKeySerializer, ImageUploadSerializer, image_metadata
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+JSON = 50
+CBOR = 60
+LINK_FORMAT = linkformat.CONTENT_FORMAT
+OCTET_STREAM = 42
+
+# The envelopes and the raw image types of API.md §2 that have a CoAP
+# Content-Format (RFC 7252 §12.3 registry): 21 gif, 22 jpeg, 23 png, 42.
+UPLOAD_FORMATS: dict[int, str] = {
+    JSON: "application/json",
+    CBOR: CBOR_MEDIA_TYPE,
+    **{
+        number: media_type
+        for media_type in sorted(RAW_IMAGE_TYPES)
+        if (number := discovery.content_format(media_type)) is not None
+    },
+}
+ENVELOPE_PARSERS = {"application/json": StrictJSONParser(), CBOR_MEDIA_TYPE: CBORParser()}
+# Metadata formats, rendered exactly as HTTP renders them.
+METADATA_RENDERERS: dict[int, BaseRenderer] = {
+    CBOR: CBORRenderer(),
+    JSON: JSONRenderer(),
+    LINK_FORMAT: LinkFormatRenderer(),
+}
+# Downloads by id never change: cacheable for a year, as over HTTP (immutable).
+IMMUTABLE_MAX_AGE = 31_536_000
+# Options that differ between the blocks of one Block1 upload; the others
+# identify the transfer.
+_NOT_TRANSFER_KEY = (OptionNumber.BLOCK1, OptionNumber.BLOCK2, OptionNumber.OBSERVE)
+
+
+def in_worker(func: Callable[P, T]) -> Callable[P, Awaitable[T]]:
+    """``func`` as a coroutine run in a worker thread.
+
+    Around it, Django's per-request connection handling (what its request
+    signals do for HTTP): expired or broken connections are closed.
+    """
+
+    def call(*args: P.args, **kwargs: P.kwargs) -> T:
+        close_old_connections()
+        try:
+            return func(*args, **kwargs)
+        finally:
+            close_old_connections()
+
+    return sync_to_async(call, thread_sensitive=False)
+
+
+class FrontEnd(resource.Resource):
+    """Base resource: maps domain errors at the edge and serves GET answers block-wise.
+
+    Block-wise transfers are handled by the resources themselves, within
+    bounds (see ``blockwise``), never by aiocoap's unbounded spool.
+    """
+
+    async def needs_blockwise_assembly(self, request: Message) -> bool:
+        return False
+
+    async def render(self, request: Message) -> Message:
+        try:
+            response = await super().render(request)
+        except DomainError as exc:
+            return error_response(exc)
+        if request.code == Code.GET and response.code == Code.CONTENT:
+            total = len(response.payload)
+            response.payload, response.opt.block2 = block2_slice(
+                response.payload,
+                request.opt.block2,
+                max_szx=request.remote.maximum_block_size_exp,
+                max_payload=request.remote.maximum_payload_size,
+            )
+            if response.opt.block2 is not None and response.opt.block2.block_number == 0:
+                response.opt.size2 = total  # RFC 7959 §4: the client learns the total size
+        return response
+
+
+class WellKnownCore(FrontEnd):
+    """``GET /.well-known/core``: RFC 6690 discovery, every §4.1 filter ANDed."""
+
+    async def render_get(self, request: Message) -> Message:
+        _accept_link_format(request)
+        try:
+            filters = parse_filters(request.opt.uri_query)
+        except FilterError as exc:
+            raise InvalidInput(str(exc), field="query") from None
+        return _link_format(discovery.links_discover(filters, coap=True))
+
+
+class Collections(FrontEnd):
+    """``GET /collections``: the collections, in link format."""
+
+    async def render_get(self, request: Message) -> Message:
+        _accept_link_format(request)
+        return _link_format(discovery.links_collections())
+
+
+class ImageDownloads(FrontEnd):
+    """Serving one stored image: ETag, 2.03 Valid, Accept, Max-Age (API.md §3, §5)."""
+
+    def __init__(self, *, blobs: BlobCache) -> None:
+        super().__init__()
+        self._blobs = blobs
+
+    async def representation(self, request: Message, image: Image, *, max_age: int) -> Message:
+        """The image (or, when Accept names one, its metadata) as a 2.05 or 2.03.
+
+        ``image`` may come without its bytes; they are read only when sent.
+        """
+        image_format = discovery.content_format(image.content_type) or OCTET_STREAM
+        accept = request.opt.accept
+        if accept is not None and int(accept) != image_format:
+            if int(accept) in METADATA_RENDERERS:
+                return _metadata_response(image, int(accept), code=Code.CONTENT)
+            raise error.NotAcceptable(
+                f"this image is Content-Format {image_format}; its metadata is 40, 50 or 60"
+            )
+        etag = etag_for(image)
+        # RFC 7252 §5.10.6.2: a validation request naming the current ETag gets
+        # 2.03 Valid with that ETag (and a fresh Max-Age), no payload.
+        if etag in request.opt.etags:
+            return Message(code=Code.VALID, etag=etag, max_age=max_age)
+        data = self._blobs.get(image.sha256)
+        if data is None:
+            data = await in_worker(_image_bytes)(image)
+            self._blobs.put(image.sha256, data)
+        return Message(
+            code=Code.CONTENT,
+            payload=data,
+            content_format=image_format,
+            etag=etag,
+            max_age=max_age,
+        )
+
+
+class ImageCollection(ImageDownloads):
+    """``POST /collections/images`` (upload) and ``GET`` by ``deviceId`` and ``timestamp``."""
+
+    def __init__(self, *, blobs: BlobCache, assembler: Block1Assembler) -> None:
+        super().__init__(blobs=blobs)
+        self._assembler = assembler
+
+    async def render_post(self, request: Message) -> Message:
+        media_type = _upload_media_type(request)
+        answer_format = _metadata_format(request)
+        query = _query(request)
+        block1 = request.opt.block1
+        if (block1 is None or block1.block_number == 0) and media_type in RAW_IMAGE_TYPES:
+            # Refuse a bad key before the client sends the rest of the image.
+            _valid(ImageKeySerializer, query)
+        limit = body_limit(media_type, services.limits_current().max_bytes)
+        if block1 is None:
+            body = request.payload
+            if len(body) > limit:
+                raise too_large(len(body), limit)
+        else:
+            key = (request.remote.blockwise_key, request.get_cache_key(_NOT_TRANSFER_KEY))
+            assembled = self._assembler.feed(
+                key, block1, request.payload, limit=limit, size1=request.opt.size1
+            )
+            if assembled is None:
+                # 2.31 Continue acknowledges the block (RFC 7959 §2.9.1); the client sends the next.
+                return Message(code=Code.CONTINUE, block1=block1)
+            body = assembled
+        image = await in_worker(_ingest)(media_type, body, query)
+        # A retried upload gets the very same answer (API.md §9): 2.01, same Location-Path.
+        response = _metadata_response(image, answer_format, code=Code.CREATED)
+        response.opt.location_path = tuple(image.href.strip("/").split("/"))
+        if block1 is not None:
+            # RFC 7959 §2.3: the final response names the last block received.
+            response.opt.block1 = (block1.block_number, False, block1.size_exponent)
+        return response
+
+    async def render_get(self, request: Message) -> Message:
+        image = await in_worker(_find)(_query(request))
+        return await self.representation(request, image, max_age=settings.IMAGES_CACHE_MAX_AGE)
+
+
+class ImageItem(ImageDownloads, resource.PathCapable):
+    """``GET /collections/images/{id}``: the Location-Path of an upload."""
+
+    async def render_get(self, request: Message) -> Message:
+        if len(request.opt.uri_path) != 1:
+            raise ImageNotFound("no resource at this path")
+        image = await in_worker(selectors.image_get)(
+            image_id=request.opt.uri_path[0], with_data=False
+        )
+        return await self.representation(request, image, max_age=IMMUTABLE_MAX_AGE)
+
+
+def etag_for(image: Image) -> bytes:
+    """The first 8 bytes of the stored sha256 (RFC 7252 §5.10.6: at most 8 bytes)."""
+    return bytes.fromhex(image.sha256[:16])
+
+
+def _ingest(media_type: str, body: bytes, query: Mapping[str, str]) -> Image:
+    """Parse and validate an upload as HTTP does, then ingest it (worker thread)."""
+    if media_type in RAW_IMAGE_TYPES:
+        fields = {**_valid(ImageKeySerializer, query), "data": body}
+    else:
+        try:
+            parsed = ENVELOPE_PARSERS[media_type].parse(io.BytesIO(body))
+        except ParseError as exc:
+            raise InvalidInput(str(exc.detail)) from None
+        fields = _valid(ImageUploadSerializer, parsed)
+    return services.image_ingest(**fields).image
+
+
+def _find(query: Mapping[str, str]) -> Image:
+    return selectors.image_find(with_data=False, **_valid(ImageKeySerializer, query))
+
+
+def _image_bytes(image: Image) -> bytes:
+    return bytes(selectors.image_get(image_id=image.id).data)
+
+
+def _valid(serializer_class: type, data: Any) -> dict[str, Any]:
+    """The serializer's validated data, or :class:`InvalidInput` naming every field at fault."""
+    serializer = serializer_class(data=data)
+    if not serializer.is_valid():
+        raise InvalidInput(
+            " ".join(
+                f"{field}: {' '.join(str(message) for message in messages)}"
+                for field, messages in serializer.errors.items()
+            )
+        )
+    return dict(serializer.validated_data)
+
+
+def _query(request: Message) -> dict[str, str]:
+    """Uri-Query options as ``name: value`` (the last one wins, as in a query string)."""
+    pairs = (option.partition("=") for option in request.opt.uri_query)
+    return {name: value for name, _, value in pairs}
+
+
+def _upload_media_type(request: Message) -> str:
+    accepted = ", ".join(str(number) for number in sorted(UPLOAD_FORMATS))
+    if request.opt.content_format is None:
+        raise UnsupportedMediaType(f"an upload needs a Content-Format ({accepted})")
+    number = int(request.opt.content_format)
+    if number not in UPLOAD_FORMATS:
+        raise UnsupportedMediaType(f"unsupported Content-Format {number}; send one of {accepted}")
+    return UPLOAD_FORMATS[number]
+
+
+def _metadata_format(request: Message) -> int:
+    """CBOR unless Accept asks for JSON or link format (API.md §9); else 4.06."""
+    if request.opt.accept is None:
+        return CBOR
+    if int(request.opt.accept) not in METADATA_RENDERERS:
+        raise error.NotAcceptable("metadata is served as Content-Format 60, 50 or 40")
+    return int(request.opt.accept)
+
+
+def _metadata_response(image: Image, content_format: int, *, code: Code) -> Message:
+    data: Any = (
+        discovery.image_link(image) if content_format == LINK_FORMAT else image_metadata(image)
+    )
+    payload = METADATA_RENDERERS[content_format].render(data)
+    return Message(code=code, payload=payload, content_format=content_format)
+
+
+def _accept_link_format(request: Message) -> None:
+    if request.opt.accept is not None and int(request.opt.accept) != LINK_FORMAT:
+        raise error.NotAcceptable("discovery is served as Content-Format 40 only")
+
+
+def _link_format(links: Sequence[Link]) -> Message:
+    return Message(
+        payload=METADATA_RENDERERS[LINK_FORMAT].render(links), content_format=LINK_FORMAT
+    )

@@ -1,0 +1,97 @@
+"""Deferred optimisation: a fast pass on ingest, the full one by ``manage.py optimize``."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from django.core.management import call_command
+from PIL import Image as PILImage
+
+from conftest import png_bytes
+from images.compression import pixels_equal
+from images.models import Image
+
+pytestmark = pytest.mark.django_db
+
+URL = "/collections/images?deviceId=opt&timestamp=2024-01-01T00:00:00Z"
+
+
+@pytest.fixture(autouse=True)
+def deferred(settings):
+    settings.IMAGES_OPTIMIZE = "deferred"
+
+
+def jpeg_bytes() -> bytes:
+    image = PILImage.open(io.BytesIO(png_bytes(size=(160, 120), seed=2))).convert("RGB")
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=90, optimize=False)
+    return out.getvalue()
+
+
+def upload(client, data: bytes, content_type: str):
+    response = client.post(URL, data, content_type=content_type, HTTP_ACCEPT="application/json")
+    assert response.status_code in (200, 201), response.content
+    return response
+
+
+def test_a_jpeg_is_stored_as_received_then_optimised_losslessly(client):
+    sent = jpeg_bytes()
+    meta = upload(client, sent, "image/jpeg").json()
+    assert meta["storedSize"] == len(sent)
+    first = client.get(meta["href"])
+    assert first.content == sent
+    assert "immutable" not in first["Cache-Control"]
+
+    call_command("optimize", nice=0)
+
+    image = Image.objects.get(id=meta["id"])
+    assert image.optimized
+    assert image.stored_size < len(sent)
+    after = client.get(meta["href"])
+    assert pixels_equal(after.content, sent)
+    assert after["ETag"] != first["ETag"]
+    assert "immutable" in after["Cache-Control"]
+    assert client.get(meta["href"], HTTP_IF_NONE_MATCH=first["ETag"]).status_code == 200
+
+
+def test_a_png_gets_a_fast_pass_at_once_and_never_grows(client):
+    sent = png_bytes(size=(300, 200), seed=3)
+    meta = upload(client, sent, "image/png").json()
+    assert meta["storedSize"] <= len(sent)
+    call_command("optimize", nice=0)
+    image = Image.objects.get(id=meta["id"])
+    assert image.optimized
+    assert image.stored_size <= meta["storedSize"]
+    assert pixels_equal(bytes(image.data), sent)
+
+
+def test_a_bmp_becomes_png_at_once(client):
+    out = io.BytesIO()
+    PILImage.open(io.BytesIO(png_bytes(size=(64, 64)))).save(out, "BMP")
+    meta = upload(client, out.getvalue(), "image/bmp").json()
+    assert meta["contentType"] == "image/png"
+
+
+def test_a_retry_after_the_full_pass_is_still_recognised(client):
+    sent = jpeg_bytes()
+    first = upload(client, sent, "image/jpeg")
+    call_command("optimize", nice=0)
+    again = upload(client, sent, "image/jpeg")
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.json()["id"] == first.json()["id"]
+
+
+def test_an_image_deleted_before_its_full_pass_is_skipped(client):
+    meta = upload(client, jpeg_bytes(), "image/jpeg").json()
+    assert client.delete(meta["href"]).status_code == 204
+    call_command("optimize", nice=0)
+    assert not Image.objects.exists()
+
+
+def test_inline_mode_optimises_before_answering(client, settings):
+    settings.IMAGES_OPTIMIZE = "inline"
+    sent = jpeg_bytes()
+    meta = upload(client, sent, "image/jpeg").json()
+    assert meta["storedSize"] < len(sent)
+    assert Image.objects.get(id=meta["id"]).optimized
