@@ -56,3 +56,25 @@ class Image(models.Model):
     @property
     def href(self) -> str:
         return f"/collections/images/{self.id}"
+
+
+class Token(models.Model):
+    """An access token (API.md §6). Only its SHA-256 is stored.
+
+    Tokens are 256 random bits, so a plain hash is enough: there is nothing
+    to brute-force, and a database leak reveals no usable token.
+    """
+
+    class Kind(models.TextChoices):
+        DEVICE = "device", "device"
+        READER = "reader", "reader"
+
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    # The device id a device token may upload as, or a reader's name.
+    subject = models.CharField(max_length=100)
+    digest = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.kind} token {self.pk} for {self.subject!r}"
