@@ -195,9 +195,10 @@ def compress(data: bytes, limits: Limits = Limits(), *, fast: bool = False) -> C
     """Return what to store for ``data``: a losslessly smaller encoding, or ``data`` itself.
 
     ``fast`` is for the request path when a background pass follows
-    (IMAGES_OPTIMIZE=deferred): PNG gets oxipng's quickest level (a seventh of
-    the default's time on brick.png), BMP/TIFF still become PNG so that the
-    stored format never changes later, and JPEG is left to the background.
+    (IMAGES_OPTIMIZE=deferred): the image is checked (every frame decoded) as
+    always, BMP/TIFF still become PNG (at oxipng's quickest level) so that the
+    stored format never changes later, and PNG and JPEG optimisation is left
+    to the background. That keeps the request's CPU and memory to one decode.
 
     The stored bytes decode (with Pillow) to the same size, mode, bit depth,
     palette, transparency and pixels in every frame, with the same frame
@@ -418,7 +419,7 @@ def _optimised(
     """An unverified candidate (bytes, content type, method) for ``data``, or None."""
     options = {**_OXIPNG_OPTIONS, "level": 0} if fast else _OXIPNG_OPTIONS
     try:
-        if info.format == "PNG":
+        if info.format == "PNG" and not fast:
             candidate = oxipng.optimize_from_memory(data, **options)
             # With reductions off oxipng keeps the IHDR; a changed one means a
             # changed bit depth or colour type, which a Pillow decode can miss.

@@ -55,7 +55,7 @@ def test_a_jpeg_is_stored_as_received_then_optimised_losslessly(client):
     assert client.get(meta["href"], HTTP_IF_NONE_MATCH=first["ETag"]).status_code == 200
 
 
-def test_a_png_gets_a_fast_pass_at_once_and_never_grows(client):
+def test_a_png_is_checked_at_once_and_optimised_later(client):
     sent = png_bytes(size=(300, 200), seed=3)
     meta = upload(client, sent, "image/png").json()
     assert meta["storedSize"] <= len(sent)
