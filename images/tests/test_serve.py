@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -45,12 +46,14 @@ def serve(tmp_path):
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     wait_for_port(port, process, timeout=60)
     yield process, port, database_url
-    if process.poll() is None:
-        process.kill()
-        process.wait()
+    # serve's children (granian, the optimiser) share its process group.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
     log.close()
 
 
