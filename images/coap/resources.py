@@ -3,8 +3,9 @@
 Every resource validates through the serializers HTTP uses, parses bodies with
 the same parsers, renders with the same renderers, and calls the same
 services, selectors and discovery functions. What is CoAP's own is here:
-options instead of headers, Block1/Block2 (see ``blockwise``) and response
-codes (see ``errors``). Database and CPU-heavy work (decoding, compressing)
+options instead of headers, Block1/Block2 (see ``blockwise``), response
+codes (see ``errors``) and, in token mode, OSCORE instead of bearer tokens
+(see ``security``). Database and CPU-heavy work (decoding, compressing)
 runs in worker threads through ``sync_to_async``; the event loop only moves
 blocks.
 """
@@ -31,6 +32,7 @@ from formats.linkformat import FilterError, Link, LinkFormatRenderer, parse_filt
 from images import discovery, selectors, services
 from images.coap.blockwise import BlobCache, Block1Assembler, block2_slice, too_large
 from images.coap.errors import error_response
+from images.coap.security import Access, Binding
 from images.errors import DomainError, ImageNotFound, InvalidInput, UnsupportedMediaType
 from images.http.parsers import RAW_IMAGE_TYPES, body_limit
 from images.models import Image
@@ -135,11 +137,15 @@ class Collections(FrontEnd):
 
 
 class ImageDownloads(FrontEnd):
-    """Serving one stored image: ETag, 2.03 Valid, Accept, Max-Age (API.md §3, §5)."""
+    """Serving one stored image: ETag, 2.03 Valid, Accept, Max-Age (API.md §3, §5).
 
-    def __init__(self, *, blobs: BlobCache) -> None:
+    ``access`` decides who may read and upload (API.md §6).
+    """
+
+    def __init__(self, *, blobs: BlobCache, access: Access) -> None:
         super().__init__()
         self._blobs = blobs
+        self._access = access
 
     async def representation(self, request: Message, image: Image, *, max_age: int) -> Message:
         """The image (or, when Accept names one, its metadata) as a 2.05 or 2.03.
@@ -175,18 +181,21 @@ class ImageDownloads(FrontEnd):
 class ImageCollection(ImageDownloads):
     """``POST /collections/images`` (upload) and ``GET`` by ``deviceId`` and ``timestamp``."""
 
-    def __init__(self, *, blobs: BlobCache, assembler: Block1Assembler) -> None:
-        super().__init__(blobs=blobs)
+    def __init__(self, *, blobs: BlobCache, assembler: Block1Assembler, access: Access) -> None:
+        super().__init__(blobs=blobs, access=access)
         self._assembler = assembler
 
     async def render_post(self, request: Message) -> Message:
+        client = self._access.authenticate(request)
         media_type = _upload_media_type(request)
         answer_format = _metadata_format(request)
         query = _query(request)
         block1 = request.opt.block1
         if (block1 is None or block1.block_number == 0) and media_type in RAW_IMAGE_TYPES:
-            # Refuse a bad key before the client sends the rest of the image.
-            _valid(ImageKeySerializer, query)
+            # Refuse a bad key, or one this client may not upload as, before
+            # the client sends the rest of the image.
+            key = _valid(ImageKeySerializer, query)
+            self._access.authorize_upload(client, key["device_id"])
         limit = body_limit(media_type, services.limits_current().max_bytes)
         if block1 is None:
             body = request.payload
@@ -201,7 +210,7 @@ class ImageCollection(ImageDownloads):
                 # 2.31 Continue acknowledges the block (RFC 7959 §2.9.1); the client sends the next.
                 return Message(code=Code.CONTINUE, block1=block1)
             body = assembled
-        image = await in_worker(_ingest)(media_type, body, query)
+        image = await in_worker(self._ingest)(media_type, body, query, client)
         # A retried upload gets the very same answer (API.md §9): 2.01, same Location-Path.
         response = _metadata_response(image, answer_format, code=Code.CREATED)
         response.opt.location_path = tuple(image.href.strip("/").split("/"))
@@ -211,14 +220,31 @@ class ImageCollection(ImageDownloads):
         return response
 
     async def render_get(self, request: Message) -> Message:
+        self._access.authenticate(request)
         image = await in_worker(_find)(_query(request))
         return await self.representation(request, image, max_age=settings.IMAGES_CACHE_MAX_AGE)
+
+    def _ingest(
+        self, media_type: str, body: bytes, query: Mapping[str, str], client: Binding | None
+    ) -> Image:
+        """Parse and validate an upload as HTTP does, then ingest it (worker thread)."""
+        if media_type in RAW_IMAGE_TYPES:
+            fields = {**_valid(ImageKeySerializer, query), "data": body}
+        else:
+            try:
+                parsed = ENVELOPE_PARSERS[media_type].parse(io.BytesIO(body))
+            except ParseError as exc:
+                raise InvalidInput(str(exc.detail)) from None
+            fields = _valid(ImageUploadSerializer, parsed)
+        self._access.authorize_upload(client, fields["device_id"])
+        return services.image_ingest(**fields).image
 
 
 class ImageItem(ImageDownloads, resource.PathCapable):
     """``GET /collections/images/{id}``: the Location-Path of an upload."""
 
     async def render_get(self, request: Message) -> Message:
+        self._access.authenticate(request)
         if len(request.opt.uri_path) != 1:
             raise ImageNotFound("no resource at this path")
         image = await in_worker(selectors.image_get)(
@@ -230,19 +256,6 @@ class ImageItem(ImageDownloads, resource.PathCapable):
 def etag_for(image: Image) -> bytes:
     """The first 8 bytes of the stored sha256 (RFC 7252 §5.10.6: at most 8 bytes)."""
     return bytes.fromhex(image.sha256[:16])
-
-
-def _ingest(media_type: str, body: bytes, query: Mapping[str, str]) -> Image:
-    """Parse and validate an upload as HTTP does, then ingest it (worker thread)."""
-    if media_type in RAW_IMAGE_TYPES:
-        fields = {**_valid(ImageKeySerializer, query), "data": body}
-    else:
-        try:
-            parsed = ENVELOPE_PARSERS[media_type].parse(io.BytesIO(body))
-        except ParseError as exc:
-            raise InvalidInput(str(exc.detail)) from None
-        fields = _valid(ImageUploadSerializer, parsed)
-    return services.image_ingest(**fields).image
 
 
 def _find(query: Mapping[str, str]) -> Image:

@@ -5,43 +5,67 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Callable
+from pathlib import Path
 
-from aiocoap import Context, resource
+from aiocoap import Context, interfaces, resource
+from aiocoap.oscore_sitewrapper import OscoreSiteWrapper
 
 from images import discovery
 from images.coap.blockwise import BlobCache, Block1Assembler
 from images.coap.resources import Collections, ImageCollection, ImageItem, WellKnownCore
+from images.coap.security import Access, ServerContexts
 
 
-def site_build() -> resource.Site:
+def site_build(*, access: Access) -> resource.Site:
     """Every CoAP resource at its path, sharing one bounded image cache."""
     blobs = BlobCache()
     images_path = tuple(discovery.IMAGES.href.strip("/").split("/"))
     site = resource.Site()
     site.add_resource((".well-known", "core"), WellKnownCore())
     site.add_resource(("collections",), Collections())
-    site.add_resource(images_path, ImageCollection(blobs=blobs, assembler=Block1Assembler()))
+    site.add_resource(
+        images_path, ImageCollection(blobs=blobs, assembler=Block1Assembler(), access=access)
+    )
     # ImageItem is path-capable, so this serves /collections/images/{id}; the
     # exact path above still goes to ImageCollection.
-    site.add_resource(images_path, ImageItem(blobs=blobs))
+    site.add_resource(images_path, ImageItem(blobs=blobs, access=access))
     return site
 
 
-async def serve(host: str, port: int, *, ready: Callable[[str], None] = print) -> None:
+async def serve(
+    host: str,
+    port: int,
+    *,
+    oscore_dir: Path | None = None,
+    ready: Callable[[str], None] = print,
+) -> None:
     """Serve on UDP ``host``:``port`` until SIGINT or SIGTERM, then shut down cleanly.
 
+    With ``oscore_dir`` (token mode), requests may be protected with the
+    OSCORE contexts provisioned there (RFC 8613), and the image resources
+    need them (``security.Access``); plain requests still reach discovery.
     ``ready`` is told once the socket is bound. ``::`` means all interfaces,
     IPv4 included (aiocoap's udp6 transport is dual-stack).
     """
-    context = await Context.create_server_context(
-        site_build(), bind=(host, port), transports=["udp6"]
-    )
+    site: interfaces.Resource = site_build(access=Access(oscore_required=oscore_dir is not None))
+    contexts = None
+    if oscore_dir is not None:
+        contexts = ServerContexts(oscore_dir)
+        site = OscoreSiteWrapper(site, contexts)
+    context = await Context.create_server_context(site, bind=(host, port), transports=["udp6"])
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    ready(f"CoAP endpoint on udp [{host}]:{port}")
+    mode = (
+        "open"
+        if contexts is None
+        else f"token mode, {len(contexts)} OSCORE context(s) in {oscore_dir}"
+    )
+    ready(f"CoAP endpoint on udp [{host}]:{port} ({mode})")
     try:
         await stop.wait()
     finally:
         await context.shutdown()
+        if contexts is not None:
+            contexts.close()

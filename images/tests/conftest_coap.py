@@ -8,18 +8,21 @@ a 2.05.
 
 from __future__ import annotations
 
+import io
 import os
 import random
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from aiocoap import GET, Message
 from aiocoap.numbers.codes import Code
 from aiocoap.numbers.types import Type
+from PIL import Image as PILImage
 
 from conftest import ROOT, free_port, fresh_database_url, query_database, stop
 
@@ -71,8 +74,13 @@ def wait_for_coap(port: int, process: subprocess.Popen, timeout: float = 30.0) -
     raise RuntimeError(f"no CoAP answer on UDP port {port} within {timeout} s")
 
 
-def start_runcoap(tmp: Path, extra_env: dict[str, str] | None = None) -> LiveCoap:
-    """``manage.py runcoap`` as an operator runs it, on a fresh database (migrated by it)."""
+def start_runcoap(
+    tmp: Path, extra_env: dict[str, str] | None = None, args: Sequence[str] = ()
+) -> LiveCoap:
+    """``manage.py runcoap`` as an operator runs it, on a fresh database (migrated by it).
+
+    ``args`` go after ``--host`` and ``--port`` (``--oscore-dir`` in token mode).
+    """
     port = free_port(socket.SOCK_DGRAM)
     database_url = fresh_database_url(tmp)
     env = {
@@ -82,17 +90,23 @@ def start_runcoap(tmp: Path, extra_env: dict[str, str] | None = None) -> LiveCoa
         **(extra_env or {}),
     }
     env.pop("DJANGO_SETTINGS_MODULE", None)
-    log = open(tmp / "runcoap.log", "wb")  # noqa: SIM115 - lives as long as the server
-    process = subprocess.Popen(
-        [sys.executable, "manage.py", "runcoap", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    command = [sys.executable, "manage.py", "runcoap", "--host", "127.0.0.1", "--port", str(port)]
+    # The child writes to its own copy of the file descriptor.
+    with open(tmp / "runcoap.log", "wb") as log:
+        process = subprocess.Popen(
+            [*command, *args], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
     try:
         wait_for_coap(port, process)
     except RuntimeError:
         stop(process)
         raise
     return LiveCoap(port, database_url, process)
+
+
+def noise_png(side: int) -> bytes:
+    """An incompressible PNG of about ``3 * side**2`` bytes (block-wise over CoAP)."""
+    image = PILImage.frombytes("RGB", (side, side), os.urandom(side * side * 3))
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return out.getvalue()

@@ -39,11 +39,14 @@ class Command(BaseCommand):
         signal.signal(signal.SIGINT, stop)
         total = 0
         while not stopping:
-            close_old_connections()
             done = image_optimize_pending(batch=10)
             total += done
             if not options["watch"] and done == 0:
                 break
             if done == 0:
                 time.sleep(options["interval"])
+            if options["watch"]:
+                # A long-lived loop, like a request cycle: drop broken or
+                # expired connections (CONN_MAX_AGE) between rounds.
+                close_old_connections()
         self.stdout.write(f"optimised {total} images")
