@@ -12,6 +12,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from ops.ratelimit import parse_rate
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -44,6 +46,16 @@ def env_list(name: str, default: str = "") -> list[str]:
     return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
 
 
+def env_rate(name: str, default: str) -> str:
+    """A rate limit, ``HITS/SECONDS`` or ``off``; checked here, parsed where it is used."""
+    value = env_str(name, default)
+    try:
+        parse_rate(value)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name}: {exc}") from None
+    return value
+
+
 DEBUG = env_bool("DEBUG", True)
 
 SECRET_KEY = os.environ.get("SECRET_KEY", "")
@@ -64,6 +76,9 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
+    # Swagger UI's files, served as our own static files (never from a CDN).
+    "drf_spectacular_sidecar",
 ]
 
 MIDDLEWARE = [
@@ -138,7 +153,16 @@ IMAGES_MAX_FRAMES = env_int("IMAGES_MAX_FRAMES", 1_000)
 # Seconds a client or proxy may reuse a download by device and time before it
 # revalidates (downloads by id never change and are marked immutable).
 IMAGES_CACHE_MAX_AGE = env_int("IMAGES_CACHE_MAX_AGE", 3600)
+# "open": anyone may upload and read (the original's behaviour, the default).
+# "token": uploads need a device token, reads a reader or device token or a
+# staff user's login (images.http.auth, docs/security-tokens.md).
 IMAGES_AUTH = env_str("IMAGES_AUTH", "open")
+if IMAGES_AUTH not in ("open", "token"):
+    raise ImproperlyConfigured("IMAGES_AUTH must be 'open' or 'token'")
+# Upload rate limits, "HITS/SECONDS" (sliding window, ops.ratelimit) per device
+# and per client address; "off" for none. On by default in token mode only.
+IMAGES_RATE_DEVICE = env_rate("IMAGES_RATE_DEVICE", "120/60" if IMAGES_AUTH == "token" else "off")
+IMAGES_RATE_CLIENT = env_rate("IMAGES_RATE_CLIENT", "600/60" if IMAGES_AUTH == "token" else "off")
 # "inline": full lossless optimisation before the upload is answered.
 # "deferred": a fast pass before, the full one by `manage.py optimize --watch`
 # (which `serve` runs): ingest is several times faster; the bytes, sha256 and
@@ -149,15 +173,27 @@ if IMAGES_OPTIMIZE not in ("inline", "deferred"):
 
 COAP_HOST = env_str("COAP_HOST", "::")
 COAP_PORT = env_int("COAP_PORT", 5683)
+# Token mode over CoAP: the OSCORE security contexts (RFC 8613) that
+# `manage.py coapcontext` provisions and `runcoap` uses (docs/coap.md).
+COAP_OSCORE_DIR = Path(env_str("COAP_OSCORE_DIR", str(BASE_DIR / "oscore")))
 
 # Bodies are read by our own parsers, which check Content-Length against the
 # per-format limit first (images.limits); this is Django's outer guard.
 DATA_UPLOAD_MAX_MEMORY_SIZE = None
 
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": [],
-    "DEFAULT_PERMISSION_CLASSES": [],
+    # Both do nothing in open mode (images.http.auth); a view that is open in
+    # every mode says so itself.
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "images.http.auth.BearerTokenAuthentication",
+        "images.http.auth.StaffSessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["images.http.auth.ImageAccess"],
     "UNAUTHENTICATED_USER": None,
+    # Trusted reverse proxies in front of us: the client address for rate
+    # limits is then the one they append to X-Forwarded-For. 0: REMOTE_ADDR.
+    "NUM_PROXIES": env_int("NUM_PROXIES", 0),
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_RENDERER_CLASSES": [
         "rest_framework.renderers.JSONRenderer",
         "formats.cbor.CBORRenderer",
@@ -167,11 +203,39 @@ REST_FRAMEWORK = {
         "formats.cbor.CBORParser",
     ],
     "DEFAULT_CONTENT_NEGOTIATION_CLASS": "images.http.negotiation.BodyFormatNegotiation",
+    "DEFAULT_METADATA_CLASS": "images.http.metadata.AllowOnlyMetadata",
     "EXCEPTION_HANDLER": "images.http.errors.exception_handler",
     "UNICODE_JSON": True,
     "COMPACT_JSON": True,
     "NON_FIELD_ERRORS_KEY": "detail",
 }
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "CoRE image collection API",
+    "DESCRIPTION": (
+        "Devices upload images (JSON, CBOR or the raw image); readers download them by "
+        "device and time or by id, list them, and fetch thumbnails. The same resources "
+        "are served over CoAP. With IMAGES_AUTH=token, requests need a bearer token "
+        "(docs/security-tokens.md); in the default open mode they need nothing."
+    ),
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "images.http.openapi.postprocess",
+    ],
+}
+
+# The gallery's login in token mode (staff users only; manage.py createsuperuser).
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "gallery"
+LOGOUT_REDIRECT_URL = "login"
 
 if not DEBUG:
     SECURE_CONTENT_TYPE_NOSNIFF = True

@@ -1,4 +1,7 @@
+from django.contrib.auth.views import LogoutView
 from django.urls import path, re_path
+from django.views.decorators.csrf import csrf_exempt
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from images.http import errors, listing, thumbnails, views
 from images.pages import views as pages
@@ -6,7 +9,12 @@ from ops import views as ops
 
 urlpatterns = [
     path("healthz", ops.healthz, name="healthz"),
+    # Open in every mode: aggregate figures (methods, routes, statuses), no
+    # image data or device ids; restrict it at the reverse proxy if need be.
     path("metrics", ops.metrics_view, name="metrics"),
+    # The OpenAPI 3 schema (YAML; JSON with Accept: application/json) and Swagger UI.
+    path("api/schema", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path(".well-known/core", views.WellKnownCoreView.as_view(), name="well-known-core"),
     path("collections", views.CollectionsView.as_view(), name="collections"),
     path("collections/images", views.ImageCollectionView.as_view(), name="images"),
@@ -24,7 +32,9 @@ urlpatterns = [
         listing.DeviceImagesView.as_view(),
         name="device-images",
     ),
-    # The gallery (HTML for people).
+    # The gallery (HTML for people); in token mode behind a login.
+    path("accounts/login/", pages.GalleryLoginView.as_view(), name="login"),
+    path("accounts/logout/", LogoutView.as_view(), name="logout"),
     path("", pages.gallery_home, name="gallery"),
     re_path(r"^gallery/devices/(?P<device_id>.+)$", pages.gallery_device, name="gallery-device"),
     path("gallery/images/<uuid:image_id>", pages.gallery_image, name="gallery-image"),
@@ -34,8 +44,9 @@ urlpatterns = [
         name="gallery-image-delete",
     ),
     # Anything else: a 404 in the contract's error format, in development too
-    # (Django's DEBUG 404 page is HTML).
-    re_path(r"", errors.not_found),
+    # (Django's DEBUG 404 page is HTML), whatever the method: exempt from the
+    # CSRF check, whose refusal is an HTML page (and there is nothing to protect).
+    re_path(r"", csrf_exempt(errors.not_found)),
 ]
 
 handler400 = errors.bad_request

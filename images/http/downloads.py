@@ -13,6 +13,7 @@ from django.utils.http import http_date
 
 from formats.rfc3339 import format_compact
 from images.compression import extension_for
+from images.http.auth import cache_visibility
 from images.http.errors import error_response
 from images.http.ranges import RangeNotSatisfiable, parse_range
 from images.models import Image
@@ -42,13 +43,18 @@ def etag_for(image: Image) -> str:
 
 
 def cache_headers(image: Image, *, immutable: bool) -> dict[str, str]:
-    """What a 304 repeats (RFC 9110 §15.4.5) and a 200 carries too."""
+    """What a 304 repeats (RFC 9110 §15.4.5) and a 200 carries too.
+
+    ``public`` in open mode, ``private`` in token mode (see
+    :func:`images.http.auth.cache_visibility`).
+    """
+    visibility = cache_visibility()
     if immutable and image.optimized:
         # An id's bytes never change once optimised (deferred optimisation
         # replaces them once, before that).
-        cache_control = "public, max-age=31536000, immutable"
+        cache_control = f"{visibility}, max-age=31536000, immutable"
     else:
-        cache_control = f"public, max-age={settings.IMAGES_CACHE_MAX_AGE}"
+        cache_control = f"{visibility}, max-age={settings.IMAGES_CACHE_MAX_AGE}"
     return {
         "ETag": etag_for(image),
         "Last-Modified": http_date(image.modified_at.timestamp()),

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
@@ -25,6 +26,8 @@ from formats.cbor import CBORRenderer
 from formats.linkformat import Link, LinkFormatRenderer
 from formats.rfc3339 import format_timestamp, parse_timestamp
 from images import discovery, selectors
+from images.http import openapi
+from images.http.views import LinkFormatResponse
 from images.serializers import DeviceIdField, ImageMetadataSerializer, TimestampField
 
 LIMIT_DEFAULT = 100
@@ -121,6 +124,38 @@ class DeviceSummarySerializer(serializers.Serializer):
         return discovery.device_images_href(device.device_id)
 
 
+class DevicePageSerializer(serializers.Serializer):
+    """A page of ``GET /devices`` (API.md §9)."""
+
+    items = DeviceSummarySerializer(many=True)
+    next = serializers.CharField(allow_null=True, help_text="The next page's URL, or null.")
+
+
+class ImagePageSerializer(serializers.Serializer):
+    """A page of ``GET /devices/{deviceId}/images`` (API.md §9)."""
+
+    items = ImageMetadataSerializer(many=True)
+    next = serializers.CharField(allow_null=True, help_text="The next page's URL, or null.")
+
+
+def listing_schema(
+    operation_id: str,
+    summary: str,
+    page: type[serializers.Serializer],
+    query: type[serializers.Serializer],
+) -> Callable[[Any], Any]:
+    """The OpenAPI operation of a listing: JSON, CBOR or link format, and a Link header."""
+    return extend_schema(
+        operation_id=operation_id,
+        summary=summary,
+        parameters=[query, openapi.header("Link", [200], 'The next page: `<url>; rel="next"`.')],
+        responses={
+            **openapi.with_status(200, openapi.in_formats(page, "A page, oldest first.")),
+            **openapi.errors(400, 401, 403, 404, 406),
+        },
+    )
+
+
 class ListingView(APIView):
     """Shared rendering: ``{"items", "next"}`` in JSON or CBOR, bare links in link format."""
 
@@ -138,15 +173,20 @@ class ListingView(APIView):
         if request.accepted_renderer.media_type == LinkFormatRenderer.media_type:
             data: Any = [link(item) for item in page.items]
         else:
-            items = serializer_class(page.items, many=True).data
-            data = {"items": items, "next": next_url}
+            data = serializer_class({"items": page.items, "next": next_url}).data
         headers = {"Link": f'<{next_url}>; rel="next"'} if next_url else None
-        return Response(data, headers=headers)
+        return LinkFormatResponse(data, headers=headers)
 
 
 class DeviceListView(ListingView):
     """``GET /devices``: every device that has images, ordered by id."""
 
+    @listing_schema(
+        "device_list",
+        "The devices that have images",
+        DevicePageSerializer,
+        DeviceListQuerySerializer,
+    )
     def get(self, request: Request) -> Response:
         query = _valid(DeviceListQuerySerializer, request.query_params)
         page = selectors.device_list(after=query.get("after"), limit=query["limit"])
@@ -158,7 +198,7 @@ class DeviceListView(ListingView):
             request,
             page,
             next_url,
-            serializer_class=DeviceSummarySerializer,
+            serializer_class=DevicePageSerializer,
             link=lambda device: discovery.device_link(device.device_id),
         )
 
@@ -166,6 +206,9 @@ class DeviceListView(ListingView):
 class DeviceImagesView(ListingView):
     """``GET /devices/{deviceId}/images``: a device's image metadata, oldest first."""
 
+    @listing_schema(
+        "device_images", "A device's images", ImagePageSerializer, ImageListQuerySerializer
+    )
     def get(self, request: Request, device_id: str) -> Response:
         query = _valid(ImageListQuerySerializer, request.query_params)
         page = selectors.device_images(
@@ -189,7 +232,7 @@ class DeviceImagesView(ListingView):
             request,
             page,
             next_url,
-            serializer_class=ImageMetadataSerializer,
+            serializer_class=ImagePageSerializer,
             link=discovery.image_link,
         )
 

@@ -15,6 +15,7 @@ import uuid
 from django.core.cache import cache
 from django.http import HttpResponse
 from django.utils.cache import get_conditional_response, patch_vary_headers
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.exceptions import NotAcceptable
 from rest_framework.renderers import BaseRenderer
@@ -22,6 +23,8 @@ from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from images import selectors, thumbnails
+from images.http import openapi
+from images.http.auth import cache_visibility, vary_on
 from images.http.errors import error_response
 from images.models import Image
 
@@ -62,6 +65,24 @@ def thumbnail_cached(image: Image, size: int, content_type: str) -> bytes:
 class ImageThumbnailView(APIView):
     """A thumbnail of one stored image, with ETag and Cache-Control."""
 
+    @extend_schema(
+        operation_id="image_thumbnail",
+        summary="A thumbnail of an image",
+        parameters=[
+            ThumbnailQuerySerializer,
+            openapi.request_header("If-None-Match", "An ETag from an earlier answer: 304."),
+            openapi.header("ETag", [200, 304], "Weak: the image's SHA-256, size and format."),
+            openapi.header("Cache-Control", [200, 304], "`public` (open) or `private` (token)."),
+        ],
+        responses={
+            **{
+                (200, media_type): OpenApiResponse(openapi.BINARY, "The thumbnail.")
+                for media_type in thumbnails.CONTENT_TYPES
+            },
+            304: OpenApiResponse(description="Not modified."),
+            **openapi.errors(400, 401, 403, 404, 406, 412),
+        },
+    )
     def get(self, request: Request, image_id: uuid.UUID) -> HttpResponse:
         query = ThumbnailQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
@@ -74,7 +95,7 @@ class ImageThumbnailView(APIView):
         etag = thumbnail_etag(image, size, content_type)
         headers = {
             "ETag": etag,
-            "Cache-Control": f"public, max-age={MAX_AGE}",
+            "Cache-Control": f"{cache_visibility()}, max-age={MAX_AGE}",
             "X-Content-Type-Options": "nosniff",
         }
         probe = HttpResponse(headers=headers)
@@ -87,7 +108,7 @@ class ImageThumbnailView(APIView):
             if request.method == "HEAD":
                 response.content = b""
                 response["Content-Length"] = str(len(data))
-        patch_vary_headers(response, ["Accept"])
+        patch_vary_headers(response, ["Accept", *vary_on()])
         return response
 
     def perform_content_negotiation(

@@ -2,7 +2,10 @@
 
 Parsing, rendering and errors are DRF's machinery (see ``formats`` and
 ``images.http.errors``); views never read ``Content-Type`` or ``Accept``
-themselves except to choose between an image and its metadata.
+themselves except to choose between an image and its metadata, and to tell a
+raw upload (whose key is in the query) before its body is read. Who may do
+what, and how often, is ``images.http.auth``'s; the schema's pieces are
+``images.http.openapi``'s.
 """
 
 from __future__ import annotations
@@ -12,7 +15,10 @@ from typing import Any
 
 from django.http import HttpRequest, HttpResponse
 from django.utils.cache import patch_vary_headers
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.exceptions import NotAcceptable, ParseError
+from rest_framework.permissions import AllowAny
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -22,34 +28,82 @@ from formats.cbor import CBORParser, CBORRenderer
 from formats.json import StrictJSONParser
 from formats.linkformat import MEDIA_TYPE, FilterError, LinkFormatRenderer, parse_query_filters
 from images import discovery, selectors, services
+from images.http import auth, openapi
 from images.http.downloads import image_response, is_conditional, not_modified_response
 from images.http.errors import response_for_exception
 from images.http.negotiation import request_media_type
-from images.http.parsers import RawImageParser, check_content_length
+from images.http.parsers import RAW_IMAGE_TYPES, RawImageParser, check_content_length
 from images.models import Image
-from images.serializers import ImageKeySerializer, ImageUploadSerializer, image_metadata
+from images.serializers import (
+    ImageKeySerializer,
+    ImageMetadataSerializer,
+    ImageUploadSerializer,
+    image_metadata,
+)
 
 
-class WellKnownCoreView(APIView):
-    """``GET /.well-known/core``: RFC 6690 discovery with §4.1 filtering (ANDed)."""
+class LinkFormatResponse(Response):
+    """DRF's ``Response``, except that an empty link-format body keeps its Content-Type.
 
+    DRF drops the Content-Type of an empty rendering, but an empty link-format
+    document is an answer in that format: no link matched a discovery filter
+    (RFC 6690 §4.1), or a listing page has no items.
+    """
+
+    @property
+    def rendered_content(self) -> bytes:
+        content = super().rendered_content
+        if not content and self.accepted_renderer.media_type == MEDIA_TYPE:
+            self["Content-Type"] = MEDIA_TYPE
+        return content
+
+
+class DiscoveryView(APIView):
+    """Discovery is open in every access mode: it names resources, it holds no data."""
+
+    authentication_classes = []
+    permission_classes = [AllowAny]
     renderer_classes = [LinkFormatRenderer]
 
+
+class WellKnownCoreView(DiscoveryView):
+    """``GET /.well-known/core``: RFC 6690 discovery with §4.1 filtering (ANDed)."""
+
+    @extend_schema(
+        operation_id="discover",
+        summary="Discover the resources (RFC 6690)",
+        description="Every query parameter is an RFC 6690 §4.1 filter `name=value` on `href` "
+        "or a link attribute (a trailing `*` matches a prefix); all must match. "
+        "No match: an empty body.",
+        parameters=[
+            OpenApiParameter(
+                "filters",
+                {"type": "object", "additionalProperties": {"type": "string"}},
+                style="form",
+                explode=True,
+                description="RFC 6690 §4.1 filters, e.g. `rt=simple.act&if=core.*`.",
+            )
+        ],
+        responses={(200, MEDIA_TYPE): openapi.LINKS, **openapi.errors(400, 406)},
+    )
     def get(self, request: Request) -> Response:
         try:
             filters = parse_query_filters(request.META.get("QUERY_STRING", ""))
         except FilterError as exc:
             raise ParseError(str(exc)) from None
-        return Response(discovery.links_discover(filters))
+        return LinkFormatResponse(discovery.links_discover(filters))
 
 
-class CollectionsView(APIView):
+class CollectionsView(DiscoveryView):
     """``GET /collections``: the collections, in link format."""
 
-    renderer_classes = [LinkFormatRenderer]
-
+    @extend_schema(
+        operation_id="collections",
+        summary="The collections, in link format",
+        responses={(200, MEDIA_TYPE): openapi.LINKS, **openapi.errors(406)},
+    )
     def get(self, request: Request) -> Response:
-        return Response(discovery.links_collections())
+        return LinkFormatResponse(discovery.links_collections())
 
 
 class DownloadFastPath(APIView):
@@ -59,20 +113,24 @@ class DownloadFastPath(APIView):
     the same image often). DRF's request wrapping, negotiation and response
     finalising cost about a third of a download's time (measured: 160 of
     500 microseconds), and a download needs none of it: it negotiates between
-    the image and its metadata itself. Other methods go through DRF.
+    the image and its metadata itself. So ``get`` receives Django's
+    ``HttpRequest``, after the same read rule DRF's permission class applies
+    (:func:`images.http.auth.check_read`: nothing at all in open mode). Other
+    methods go through DRF.
     """
 
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         if request.method not in ("GET", "HEAD"):
             return super().dispatch(request, *args, **kwargs)
         try:
-            response = self.download(request, **kwargs)
+            auth.check_read(request)
+            response = self.get(request, **kwargs)
         except Exception as exc:  # noqa: BLE001 - every error becomes a contract error
             response = response_for_exception(request, exc)
-        patch_vary_headers(response, ["Accept"])
+        patch_vary_headers(response, ["Accept", *auth.vary_on()])
         return response
 
-    def download(self, request: HttpRequest, **kwargs: Any) -> HttpResponse:
+    def get(self, request: HttpRequest, **kwargs: Any) -> HttpResponse:
         raise NotImplementedError
 
 
@@ -81,23 +139,85 @@ class ImageCollectionView(DownloadFastPath):
 
     parser_classes = [StrictJSONParser, CBORParser, RawImageParser]
     renderer_classes = [JSONRenderer, CBORRenderer, LinkFormatRenderer]
+    throttle_classes = [auth.ClientUploadThrottle]
 
+    @extend_schema(
+        operation_id="image_upload",
+        summary="Upload an image",
+        description="JSON or CBOR (`deviceId`, `timestamp`, `imageData`; CBOR as binary or "
+        "as its hex text), or the raw image with `deviceId` and `timestamp` in the query. "
+        "Stored losslessly compressed. The answer is the image's metadata in the format "
+        "`Accept` asks for, else in the request's. In token mode: the device token of "
+        "`deviceId`.",
+        parameters=[
+            OpenApiParameter("deviceId", str, description="Raw uploads: the device."),
+            OpenApiParameter(
+                "timestamp", OpenApiTypes.DATETIME, description="Raw uploads: when taken."
+            ),
+            openapi.header("Location", [201], "The new image: `/collections/images/{id}`."),
+            openapi.header("Retry-After", [429], "Seconds to wait before the next upload."),
+            openapi.header("WWW-Authenticate", [401], "`Bearer` (RFC 6750 §3)."),
+        ],
+        request={
+            openapi.JSON: ImageUploadSerializer,
+            openapi.CBOR_MEDIA_TYPE: ImageUploadSerializer,
+            **{media_type: openapi.BINARY for media_type in openapi.UPLOAD_RAW_TYPES},
+        },
+        responses={
+            **openapi.with_status(201, openapi.in_formats(ImageMetadataSerializer, "Stored.")),
+            **openapi.with_status(
+                200,
+                openapi.in_formats(
+                    ImageMetadataSerializer, "The same image was stored before (a retry)."
+                ),
+            ),
+            **openapi.errors(400, 401, 403, 404, 406, 409, 413, 415, 429),
+        },
+        auth=[{openapi.BearerTokenScheme.name: []}],
+        examples=[openapi.UPLOAD_EXAMPLE],
+    )
     def post(self, request: Request) -> Response:
-        check_content_length(
-            request.META, request_media_type(request), services.limits_current().max_bytes
-        )
-        body = request.data
-        if isinstance(body, bytes):
+        """Upload. Who may, and how often, is settled before any image work.
+
+        DRF has already checked that the client holds a device token and is
+        within its address's rate (both before the body is read). Here: the
+        size from ``Content-Length``, the fields, then the device: its token
+        and its rate. A raw upload names its device in the query, so all of
+        that happens before its body is read.
+        """
+        media_type = request_media_type(request)
+        check_content_length(request.META, media_type, services.limits_current().max_bytes)
+        if media_type in RAW_IMAGE_TYPES:
             key = _valid(ImageKeySerializer, request.query_params)
-            fields = {**key, "data": body}
+            self._admit(request, key["device_id"])
+            body = request.data
+            # DRF hands an empty body over as {} without asking the parser.
+            fields = {**key, "data": body if isinstance(body, bytes) else b""}
         else:
-            fields = _valid(ImageUploadSerializer, body)
+            fields = _valid(ImageUploadSerializer, request.data)
+            self._admit(request, fields["device_id"])
         result = services.image_ingest(**fields)
         return _metadata_response(
             request, result.image, status=201 if result.created else 200, location=True
         )
 
-    def download(self, request: HttpRequest, **kwargs: Any) -> HttpResponse:
+    def _admit(self, request: Request, device_id: str) -> None:
+        """403 unless the token is this device's; 429 past the device's rate."""
+        self.check_object_permissions(request, device_id)
+        auth.check_device_rate(device_id)
+
+    @extend_schema(
+        operation_id="image_find",
+        summary="Download an image by device and time",
+        parameters=[
+            ImageKeySerializer,
+            *openapi.CONDITIONAL_HEADERS,
+            *openapi.DOWNLOAD_HEADERS,
+            openapi.NO_FORMAT_OVERRIDE,
+        ],
+        responses=openapi.download_responses("The stored image."),
+    )
+    def get(self, request: HttpRequest) -> HttpResponse:
         key = _valid(ImageKeySerializer, request.GET)
         if is_conditional(request):
             # Revalidation is what caches do most: answer it from metadata.
@@ -111,7 +231,17 @@ class ImageCollectionView(DownloadFastPath):
 class ImageItemView(DownloadFastPath):
     """``/collections/images/{id}``: the image (or its metadata), and DELETE."""
 
-    def download(self, request: HttpRequest, image_id: uuid.UUID) -> HttpResponse:
+    @extend_schema(
+        operation_id="image_get",
+        summary="Download an image by id (or its metadata)",
+        parameters=[
+            *openapi.CONDITIONAL_HEADERS,
+            *openapi.DOWNLOAD_HEADERS,
+            openapi.NO_FORMAT_OVERRIDE,
+        ],
+        responses=openapi.download_responses("The stored image; its bytes never change."),
+    )
+    def get(self, request: HttpRequest, image_id: uuid.UUID) -> HttpResponse:
         if is_conditional(request):
             head = selectors.image_get(image_id=image_id, with_data=False)
             answer = not_modified_response(request, head, immutable=True)
@@ -119,8 +249,16 @@ class ImageItemView(DownloadFastPath):
                 return answer
         return _image_or_metadata(request, selectors.image_get(image_id=image_id), immutable=True)
 
+    @extend_schema(
+        operation_id="image_delete",
+        summary="Delete an image",
+        description="In token mode: a staff user or the device token of the image's device.",
+        responses={204: OpenApiResponse(description="Deleted."), **openapi.errors(401, 403, 404)},
+    )
     def delete(self, request: Request, image_id: uuid.UUID) -> Response:
-        services.image_delete(image_id=image_id)
+        image = selectors.image_get(image_id=image_id, with_data=False)
+        self.check_object_permissions(request, image)
+        services.image_delete(image_id=image.id)
         return Response(status=204)
 
 

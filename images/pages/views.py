@@ -15,6 +15,10 @@ from typing import Any
 from urllib.parse import urlencode
 
 from django.contrib import messages
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.forms import AuthenticationForm
+from django.contrib.auth.views import LoginView, redirect_to_login
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -23,6 +27,7 @@ from django.views.decorators.http import require_http_methods, require_safe
 from formats.rfc3339 import format_timestamp
 from images import selectors, services, thumbnails
 from images.errors import ImageNotFound
+from images.http import auth
 from images.models import Image
 from images.pages.forms import DeviceImagesForm, DeviceListForm
 
@@ -69,6 +74,44 @@ def _render(
     return response
 
 
+def _gallery_access(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """In token mode, only readers may see the gallery (API.md §8): a staff user's
+    login, or a reader or device token; anyone else is sent to the login page."""
+
+    @functools.wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not auth.page_allows(request, auth.may_read):
+            return redirect_to_login(request.get_full_path())
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
+class StaffAuthenticationForm(AuthenticationForm):
+    """Django's login form, for staff users only (like the admin's)."""
+
+    error_messages = {
+        **AuthenticationForm.error_messages,
+        "not_staff": "This account may not use the gallery; ask for a staff account.",
+    }
+
+    def confirm_login_allowed(self, user: AbstractBaseUser) -> None:
+        super().confirm_login_allowed(user)
+        if not getattr(user, "is_staff", False):
+            raise ValidationError(self.error_messages["not_staff"], code="not_staff")
+
+
+class GalleryLoginView(LoginView):
+    """``/accounts/login/``: Django's login view in the gallery's style and CSP."""
+
+    authentication_form = StaffAuthenticationForm
+
+    def render_to_response(self, context: dict[str, Any], **kwargs: Any) -> HttpResponse:
+        response = super().render_to_response(context, **kwargs)
+        response["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+        return response
+
+
 def _not_found_page(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
     """A missing device or image is an HTML 404 page here, not the API's JSON error."""
 
@@ -83,6 +126,7 @@ def _not_found_page(view: Callable[..., HttpResponse]) -> Callable[..., HttpResp
 
 
 @require_safe
+@_gallery_access
 def gallery_home(request: HttpRequest) -> HttpResponse:
     """``/``: the devices with their image counts and latest image; how to send one if none."""
     form = DeviceListForm(request.GET)
@@ -110,6 +154,7 @@ def gallery_home(request: HttpRequest) -> HttpResponse:
 
 
 @require_safe
+@_gallery_access
 @_not_found_page
 def gallery_device(request: HttpRequest, device_id: str) -> HttpResponse:
     """A device's images, newest first, in a paged grid with a date filter."""
@@ -147,6 +192,7 @@ def gallery_device(request: HttpRequest, device_id: str) -> HttpResponse:
 
 
 @require_safe
+@_gallery_access
 @_not_found_page
 def gallery_image(request: HttpRequest, image_id: uuid.UUID) -> HttpResponse:
     """One image: the full picture, its metadata, download and delete, and its neighbours."""
@@ -172,13 +218,18 @@ def gallery_image(request: HttpRequest, image_id: uuid.UUID) -> HttpResponse:
 
 
 @require_http_methods(["GET", "HEAD", "POST"])
+@_gallery_access
 @_not_found_page
 def gallery_image_delete(request: HttpRequest, image_id: uuid.UUID) -> HttpResponse:
     """GET asks for confirmation; POST (CSRF-checked by Django's middleware) deletes.
 
-    After deleting, back to the device's page, or to ``/`` if that was its last image.
+    In token mode only those who may delete the image through the API may
+    (:func:`images.http.auth.may_delete`). After deleting, back to the
+    device's page, or to ``/`` if that was its last image.
     """
     image = selectors.image_get(image_id=image_id, with_data=False)
+    if not auth.page_allows(request, lambda who: auth.may_delete(who, image.device_id)):
+        raise PermissionDenied("deleting needs a staff user or the image's device token")
     if request.method != "POST":
         return _render(request, "image_delete.html", {"image": image, "tile": tile(image)})
     services.image_delete(image_id=image.id)
