@@ -112,7 +112,7 @@ def _measure(size: int, limit: int, repeat: int) -> tuple[float, float]:
     from django.test import Client
 
     from formats.rfc3339 import format_timestamp
-    from images.http.listing import cursor_encode
+    from images.serializers import cursor_encode
 
     client = Client(SERVER_NAME="localhost")
     first_url = f"/devices/{DEVICE}/images?limit={limit}"

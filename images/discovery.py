@@ -22,15 +22,14 @@ IMAGES = Link("/collections/images", (("rt", "simple.act"), ("if", "core.b")))
 DEVICES = Link("/devices", (("if", "core.ll"),))
 
 LINKS: tuple[Link, ...] = (IMAGES, DEVICES)
-# Served over HTTP only (API.md §4, §5): not advertised on the CoAP endpoint,
-# whose links are relative to its own coap:// origin.
-HTTP_ONLY: frozenset[Link] = frozenset({DEVICES})
 
 
-def links_discover(filters: Sequence[Filter] = (), *, coap: bool = False) -> list[Link]:
-    """Links for ``/.well-known/core``, narrowed by every filter; ``coap`` for that endpoint."""
-    links = [link for link in LINKS if not (coap and link in HTTP_ONLY)]
-    return apply_filters(links, filters)
+def links_discover(filters: Sequence[Filter] = ()) -> list[Link]:
+    """Links for ``/.well-known/core``, narrowed by every filter.
+
+    HTTP and CoAP serve the same resources, so both advertise these links.
+    """
+    return apply_filters(LINKS, filters)
 
 
 def links_collections() -> list[Link]:

@@ -5,6 +5,8 @@ HTTP views and CoAP resources validate through these same serializers.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import unicodedata
 from datetime import datetime
 from typing import Any
@@ -13,6 +15,7 @@ from rest_framework import serializers
 
 from formats.b64 import decode_base64
 from formats.rfc3339 import format_timestamp, parse_timestamp
+from images import discovery, selectors
 from images.models import Image
 
 DEVICE_ID_MAX_LENGTH = 100
@@ -26,16 +29,22 @@ class DeviceIdField(serializers.Field):
         "type": "must be a string (or an integer)",
         "length": f"must be 1 to {DEVICE_ID_MAX_LENGTH} characters long",
         "control": "must not contain control characters",
+        "unicode": "must be valid Unicode (no lone surrogates)",
     }
 
     def to_internal_value(self, data: Any) -> str:
         if isinstance(data, bool) or not isinstance(data, str | int):
             self.fail("type")
+        if isinstance(data, int) and abs(data) >= 10**DEVICE_ID_MAX_LENGTH:
+            self.fail("length")  # and str() of a huge int would raise (PEP 651 limit)
         text = str(data)
         if not 1 <= len(text) <= DEVICE_ID_MAX_LENGTH:
             self.fail("length")
-        if any(unicodedata.category(ch) == "Cc" for ch in text):
+        categories = {unicodedata.category(ch) for ch in text}
+        if "Cc" in categories:
             self.fail("control")
+        if "Cs" in categories:
+            self.fail("unicode")  # a lone surrogate cannot be stored or encoded
         return text
 
     def to_representation(self, value: str) -> str:
@@ -121,3 +130,113 @@ class ImageMetadataSerializer(serializers.ModelSerializer):
 def image_metadata(image: Image) -> dict[str, Any]:
     """The contract's metadata map for one image."""
     return dict(ImageMetadataSerializer(image).data)
+
+
+# --- Listings (API.md §4, §9) -----------------------------------------------
+
+LIMIT_DEFAULT = 100
+LIMIT_MAX = 1000
+
+# The kind prefix inside a cursor: a device list's cursor is refused by an
+# image listing and the other way round.
+DEVICE_CURSOR = "d"
+IMAGE_CURSOR = "t"
+
+
+def cursor_encode(kind: str, position: str) -> str:
+    """An opaque, URL-safe token for a listing position."""
+    token = base64.urlsafe_b64encode(f"{kind}:{position}".encode())
+    return token.rstrip(b"=").decode("ascii")
+
+
+def cursor_decode(kind: str, token: str) -> str:
+    """The position in a token from :func:`cursor_encode`; ``ValueError`` if it is not one."""
+    try:
+        text = base64.b64decode(token + "=" * (-len(token) % 4), altchars=b"-_", validate=True)
+        found, sep, position = text.decode("utf-8").partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        raise ValueError("not a cursor from a next link") from None
+    if not sep or found != kind:
+        raise ValueError("not a cursor from a next link of this listing")
+    return position
+
+
+class DeviceCursorField(serializers.Field):
+    """A device listing's cursor: the id of the last device on the previous page."""
+
+    def to_internal_value(self, data: Any) -> str:
+        try:
+            return DeviceIdField().to_internal_value(cursor_decode(DEVICE_CURSOR, str(data)))
+        except (ValueError, serializers.ValidationError):
+            raise serializers.ValidationError("not a cursor from a next link of /devices") from None
+
+
+class ImageCursorField(serializers.Field):
+    """An image listing's cursor: the timestamp of the last image on the previous page."""
+
+    def to_internal_value(self, data: Any) -> datetime:
+        try:
+            return parse_timestamp(cursor_decode(IMAGE_CURSOR, str(data)))
+        except ValueError:
+            raise serializers.ValidationError(
+                "not a cursor from a next link of this device's images"
+            ) from None
+
+
+def _limit_field() -> serializers.IntegerField:
+    return serializers.IntegerField(
+        min_value=1, max_value=LIMIT_MAX, required=False, default=LIMIT_DEFAULT
+    )
+
+
+class DeviceListQuerySerializer(serializers.Serializer):
+    """``limit`` and ``cursor`` of ``GET /devices``; other parameters are ignored."""
+
+    limit = _limit_field()
+    cursor = DeviceCursorField(required=False, source="after")
+
+
+class ImageListQuerySerializer(serializers.Serializer):
+    """``from`` (inclusive), ``to`` (exclusive), ``limit`` and ``cursor`` of a device's images."""
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        # Declared here because ``from`` is a Python keyword.
+        return {
+            "from": TimestampField(space_means_plus=True, required=False, source="start"),
+            "to": TimestampField(space_means_plus=True, required=False, source="end"),
+            "limit": _limit_field(),
+            "cursor": ImageCursorField(required=False, source="after"),
+        }
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        start, end = attrs.get("start"), attrs.get("end")
+        if start is not None and end is not None and end < start:
+            raise serializers.ValidationError({"to": ["must not be before from"]})
+        return attrs
+
+
+class DeviceSummarySerializer(serializers.Serializer):
+    """One device in ``GET /devices`` (API.md §4)."""
+
+    deviceId = serializers.CharField(source="device_id")
+    imageCount = serializers.IntegerField(source="image_count")
+    firstTimestamp = TimestampField(source="first_timestamp")
+    lastTimestamp = TimestampField(source="last_timestamp")
+    href = serializers.SerializerMethodField()
+
+    def get_href(self, device: selectors.DeviceSummary) -> str:
+        return discovery.device_images_href(device.device_id)
+
+
+class DevicePageSerializer(serializers.Serializer):
+    """A page of ``GET /devices`` (API.md §9)."""
+
+    items = DeviceSummarySerializer(many=True)
+    next = serializers.CharField(allow_null=True, help_text="The next page's URL, or null.")
+
+
+class ImagePageSerializer(serializers.Serializer):
+    """A page of ``GET /devices/{deviceId}/images`` (API.md §9)."""
+
+    items = ImageMetadataSerializer(many=True)
+    next = serializers.CharField(allow_null=True, help_text="The next page's URL, or null.")

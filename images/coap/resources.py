@@ -12,6 +12,7 @@ blocks.
 
 from __future__ import annotations
 
+import functools
 import io
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, ParamSpec, TypeVar
@@ -22,14 +23,14 @@ from aiocoap.numbers.optionnumbers import OptionNumber
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import close_old_connections
-from rest_framework.exceptions import ParseError
+from rest_framework.exceptions import ParseError, ValidationError
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 
 from formats import linkformat
 from formats.cbor import CBOR_MEDIA_TYPE, CBORParser, CBORRenderer
 from formats.json import StrictJSONParser
 from formats.linkformat import FilterError, Link, LinkFormatRenderer, parse_filters
-from images import discovery, selectors, services
+from images import discovery, listings, selectors, services
 from images.coap.blockwise import BlobCache, Block1Assembler, block2_slice, too_large
 from images.coap.errors import error_response
 from images.coap.security import Access, Binding
@@ -125,7 +126,7 @@ class WellKnownCore(FrontEnd):
             filters = parse_filters(request.opt.uri_query)
         except FilterError as exc:
             raise InvalidInput(str(exc), field="query") from None
-        return _link_format(discovery.links_discover(filters, coap=True))
+        return _link_format(discovery.links_discover(filters))
 
 
 class Collections(FrontEnd):
@@ -251,6 +252,63 @@ class ImageItem(ImageDownloads, resource.PathCapable):
             image_id=request.opt.uri_path[0], with_data=False
         )
         return await self.representation(request, image, max_age=IMMUTABLE_MAX_AGE)
+
+
+class Listing(FrontEnd):
+    """The listings of API.md §4, as HTTP serves them (``images.listings``).
+
+    CBOR by default, JSON or link format by Accept. CoAP has no Link header,
+    so in link format the next page is one more link, ``rel="next"`` (RFC 8288).
+    """
+
+    def __init__(self, *, access: Access) -> None:
+        super().__init__()
+        self._access = access
+
+    async def respond(self, request: Message, build: Callable[[], listings.Listing]) -> Message:
+        self._access.authenticate(request)
+        content_format = _metadata_format(request)
+        listing = await in_worker(_listing)(build)
+        if content_format != LINK_FORMAT:
+            payload = METADATA_RENDERERS[content_format].render(listing.data())
+            return Message(payload=payload, content_format=content_format)
+        links = listing.links()
+        if listing.next_url is not None:
+            links.append(Link(listing.next_url, (("rel", "next"),)))
+        return _link_format(links)
+
+
+class DeviceList(Listing):
+    """``GET /devices``."""
+
+    async def render_get(self, request: Message) -> Message:
+        return await self.respond(
+            request, functools.partial(listings.devices_page, _query(request))
+        )
+
+
+class DeviceImages(Listing, resource.PathCapable):
+    """``GET /devices/{deviceId}/images`` (the id is one Uri-Path option, ``/`` and all)."""
+
+    async def render_get(self, request: Message) -> Message:
+        path = request.opt.uri_path
+        if len(path) != 2 or path[1] != "images":
+            raise ImageNotFound("no resource at this path")
+        build = functools.partial(listings.device_images_page, path[0], _query(request))
+        return await self.respond(request, build)
+
+
+def _listing(build: Callable[[], listings.Listing]) -> listings.Listing:
+    """The page, with DRF's validation errors as :class:`InvalidInput` (4.00)."""
+    try:
+        return build()
+    except ValidationError as exc:
+        raise InvalidInput(
+            " ".join(
+                f"{field}: {' '.join(str(message) for message in messages)}"
+                for field, messages in exc.detail.items()
+            )
+        ) from None
 
 
 def etag_for(image: Image) -> bytes:

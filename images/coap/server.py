@@ -12,7 +12,14 @@ from aiocoap.oscore_sitewrapper import OscoreSiteWrapper
 
 from images import discovery
 from images.coap.blockwise import BlobCache, Block1Assembler
-from images.coap.resources import Collections, ImageCollection, ImageItem, WellKnownCore
+from images.coap.resources import (
+    Collections,
+    DeviceImages,
+    DeviceList,
+    ImageCollection,
+    ImageItem,
+    WellKnownCore,
+)
 from images.coap.security import Access, ServerContexts
 
 
@@ -29,6 +36,9 @@ def site_build(*, access: Access) -> resource.Site:
     # ImageItem is path-capable, so this serves /collections/images/{id}; the
     # exact path above still goes to ImageCollection.
     site.add_resource(images_path, ImageItem(blobs=blobs, access=access))
+    site.add_resource(("devices",), DeviceList(access=access))
+    # Path-capable, like ImageItem: /devices/{deviceId}/images.
+    site.add_resource(("devices",), DeviceImages(access=access))
     return site
 
 

@@ -211,7 +211,7 @@ class ImageDataFieldSchema(OpenApiSerializerFieldExtension):
 class CursorFieldSchema(OpenApiSerializerFieldExtension):
     """A listing's opaque cursor, from its ``next`` link."""
 
-    target_class = "images.http.listing.DeviceCursorField"
+    target_class = "images.serializers.DeviceCursorField"
     match_subclasses = True
 
     def map_serializer_field(self, auto_schema: AutoSchema, direction: str) -> dict[str, Any]:
@@ -219,7 +219,7 @@ class CursorFieldSchema(OpenApiSerializerFieldExtension):
 
 
 class ImageCursorFieldSchema(CursorFieldSchema):
-    target_class = "images.http.listing.ImageCursorField"
+    target_class = "images.serializers.ImageCursorField"
 
 
 class BearerTokenScheme(OpenApiAuthenticationExtension):

@@ -357,3 +357,73 @@ def test_a_download_without_its_key_is_4_00(coap):
     response = coap.request(GET, "/collections/images", query={"deviceId": "large-1"})
     assert response.code == Code.BAD_REQUEST
     assert b"timestamp" in response.payload
+
+
+# --- Listings (API.md §4: reachable over CoAP too) ---------------------------
+
+
+@pytest.fixture(scope="module")
+def listed(coap: Client) -> str:
+    device = "list/ed cam ü"
+    for second in range(3):
+        image = png_bytes(size=(8, 8), seed=40 + second)
+        timestamp = f"2024-03-03T00:00:0{second}Z"
+        assert raw_upload(coap, image, device, timestamp).code == Code.CREATED
+    return device
+
+
+def test_devices_lists_each_device_in_cbor_by_default(coap, listed):
+    response = coap.request(GET, "/devices", query={"limit": 1000})
+    assert response.code == Code.CONTENT
+    assert response.opt.content_format == 60
+    body = cbor2.loads(response.payload)
+    (device,) = [item for item in body["items"] if item["deviceId"] == listed]
+    assert device["imageCount"] == 3
+    assert device["href"] == "/devices/list%2Fed%20cam%20%C3%BC/images"
+
+
+def test_a_devices_images_page_in_json_follows_its_next_link(coap, listed):
+    message = Message(code=GET, uri=f"{coap.server.uri}/devices", accept=50)
+    message.opt.uri_path = ("devices", listed, "images")
+    message.opt.uri_query = ("limit=2",)
+    first = coap._runner.run(coap._response(message, True))
+    assert first.code == Code.CONTENT
+    page = json.loads(first.payload)
+    assert [item["timestamp"] for item in page["items"]] == [
+        "2024-03-03T00:00:00Z",
+        "2024-03-03T00:00:01Z",
+    ]
+    query = page["next"].partition("?")[2]
+    message.opt.uri_query = tuple(query.split("&"))
+    rest = json.loads(coap._runner.run(coap._response(message, True)).payload)
+    assert [item["timestamp"] for item in rest["items"]] == ["2024-03-03T00:00:02Z"]
+    assert rest["next"] is None
+
+
+def test_a_devices_images_in_link_format_carry_a_next_link(coap, listed):
+    message = Message(code=GET, uri=f"{coap.server.uri}/devices", accept=40)
+    message.opt.uri_path = ("devices", listed, "images")
+    message.opt.uri_query = ("limit=2",)
+    response = coap._runner.run(coap._response(message, True))
+    links = parse(response.payload.decode())
+    assert [dict(link.attrs).get("title") for link in links[:2]] == [
+        "2024-03-03T00:00:00Z",
+        "2024-03-03T00:00:01Z",
+    ]
+    assert dict(links[2].attrs)["rel"] == "next"
+
+
+@pytest.mark.parametrize(
+    ("path", "query", "code"),
+    [
+        (("devices", "nobody", "images"), (), Code.NOT_FOUND),
+        (("devices", "x", "other"), (), Code.NOT_FOUND),
+        (("devices",), ("limit=0",), Code.BAD_REQUEST),
+        (("devices",), ("cursor=nonsense",), Code.BAD_REQUEST),
+    ],
+)
+def test_bad_listing_requests_get_their_4_xx(coap, path, query, code):
+    message = Message(code=GET, uri=f"{coap.server.uri}/devices")
+    message.opt.uri_path = path
+    message.opt.uri_query = query
+    assert coap._runner.run(coap._response(message, True)).code == code

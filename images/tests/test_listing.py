@@ -12,8 +12,8 @@ import pytest
 
 from formats.linkformat import parse
 from formats.rfc3339 import format_timestamp
-from images.http.listing import cursor_encode
 from images.models import Image
+from images.serializers import cursor_encode
 
 pytestmark = pytest.mark.django_db
 
