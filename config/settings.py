@@ -92,6 +92,9 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
+if DEBUG:
+    MIDDLEWARE.insert(0, "ops.middleware.DebugErrorsAsContractMiddleware")
+
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"
 ASGI_APPLICATION = "config.asgi.application"
@@ -208,6 +211,9 @@ REST_FRAMEWORK = {
     "UNICODE_JSON": True,
     "COMPACT_JSON": True,
     "NON_FIELD_ERRORS_KEY": "detail",
+    # ?format= would let a query string pick the renderer (and 404 an upload);
+    # content negotiation is Accept's job alone.
+    "URL_FORMAT_OVERRIDE": None,
 }
 
 SPECTACULAR_SETTINGS = {

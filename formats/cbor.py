@@ -18,6 +18,8 @@ from rest_framework.exceptions import ParseError
 from rest_framework.parsers import BaseParser
 from rest_framework.renderers import BaseRenderer
 
+from formats.body import read_body
+
 CBOR_MEDIA_TYPE = "application/cbor"
 
 _HEX_DIGITS = frozenset(b"0123456789abcdefABCDEF")
@@ -78,7 +80,7 @@ class CBORParser(BaseParser):
         media_type: str | None = None,
         parser_context: Mapping[str, Any] | None = None,
     ) -> Any:
-        body = stream.read() if stream is not None else b""
+        body = read_body(stream, parser_context)
         try:
             return decode_cbor(body)
         except ValueError as exc:

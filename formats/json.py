@@ -13,6 +13,8 @@ from typing import Any
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
 
+from formats.body import read_body
+
 
 class StrictJSONParser(JSONParser):
     def parse(
@@ -21,7 +23,7 @@ class StrictJSONParser(JSONParser):
         media_type: str | None = None,
         parser_context: Mapping[str, Any] | None = None,
     ) -> Any:
-        body = stream.read() if stream is not None else b""
+        body = read_body(stream, parser_context)
         try:
             return json.loads(body.decode("utf-8"))
         except UnicodeDecodeError:

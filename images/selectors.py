@@ -111,7 +111,9 @@ def device_list(*, after: str | None = None, limit: int) -> Page[DeviceSummary]:
 
 def device_summary(*, device_id: str) -> DeviceSummary:
     """One device's counts and time range; :class:`ImageNotFound` when it has no images."""
-    row = _device_aggregates().filter(device_id=device_id).first()
+    # No stored id holds a NUL (ingest refuses control characters), and
+    # PostgreSQL refuses one in any text parameter.
+    row = None if "\x00" in device_id else _device_aggregates().filter(device_id=device_id).first()
     if row is None:
         raise ImageNotFound("no images from this device", field="deviceId")
     return DeviceSummary(**row)
@@ -134,6 +136,8 @@ def device_images(
     ``newest_first``). :class:`ImageNotFound` when the device has no images
     at all, as opposed to none in the range.
     """
+    if "\x00" in device_id:
+        raise ImageNotFound("no images from this device", field="deviceId")
     queryset = Image.objects.defer("data").filter(device_id=device_id)
     if start is not None:
         queryset = queryset.filter(timestamp__gte=start)

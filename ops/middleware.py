@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse
 
+from images.http.errors import error_response
 from ops import metrics
 
 logger = logging.getLogger("requests")
@@ -51,8 +52,40 @@ class RequestLogMiddleware:
                 "route": route,
                 "status": response.status_code,
                 "ms": round(elapsed * 1000, 2),
-                "bytes_in": int(request.META.get("CONTENT_LENGTH") or 0),
+                "bytes_in": request.META.get("CONTENT_LENGTH") or "0",
                 "remote": request.META.get("REMOTE_ADDR", ""),
             },
             ensure_ascii=False,
         )
+
+
+# Views whose error pages are HTML on purpose: the gallery is for people.
+_HTML_VIEWS = frozenset(
+    {"gallery", "gallery-device", "gallery-image", "gallery-image-delete", "login", "logout"}
+)
+
+
+class DebugErrorsAsContractMiddleware:
+    """In development (DEBUG on) only: Django's HTML debug pages become contract errors.
+
+    With DEBUG off Django calls our handler400/404/500, which answer in the
+    contract's format; with DEBUG on it renders HTML debug pages instead (a
+    disallowed Host, a URL no pattern resolves, an unhandled exception).
+    API clients must never get HTML, so this turns such an answer into
+    ``{"errors": ...}`` with the same status. Gallery pages keep their HTML.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if response.status_code < 400 or not response.get("Content-Type", "").startswith(
+            "text/html"
+        ):
+            return response
+        match = getattr(request, "resolver_match", None)
+        if match is not None and match.url_name in _HTML_VIEWS:
+            return response
+        reason = response.reason_phrase or "error"
+        return error_response(request, response.status_code, {"detail": [reason.lower()]})

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, SuspiciousOperation
 from django.http import Http404, HttpRequest, HttpResponse
 from rest_framework import exceptions as drf
 from rest_framework.renderers import JSONRenderer
@@ -100,6 +100,9 @@ def response_for_exception(request: HttpRequest, exc: Exception) -> HttpResponse
             headers["Retry-After"] = str(int(exc.wait))
     elif isinstance(exc, Http404):
         status, errors = 404, {"detail": ["not found"]}
+    elif isinstance(exc, SuspiciousOperation):
+        # Django's own guards: too many query fields, a bad Host header...
+        status, errors = 400, {"detail": [f"bad request: {type(exc).__name__}"]}
     elif isinstance(exc, PermissionDenied):
         status, errors = 403, {"detail": ["permission denied"]}
     else:

@@ -8,6 +8,7 @@ from typing import Any
 
 from rest_framework.parsers import BaseParser
 
+from formats.body import read_body
 from images.errors import ImageTooLarge, UnsupportedMediaType
 
 RAW_IMAGE_TYPES = frozenset(
@@ -49,7 +50,7 @@ class RawImageParser(BaseParser):
             raise UnsupportedMediaType(
                 f"unsupported Content-Type {base!r}; send one of {accepted}", field="detail"
             )
-        return stream.read() if stream is not None else b""
+        return read_body(stream, parser_context)
 
 
 def body_limit(media_type: str, max_image_bytes: int) -> int:

@@ -11,6 +11,13 @@ import re
 
 MAX_RANGES = 16
 _SPEC = re.compile(r"\s*(\d*)\s*-\s*(\d*)\s*", re.ASCII)
+# Positions past any image we store; longer digit strings mean the same and
+# must not reach int() (which refuses more than 4,300 digits).
+_HUGE = 10**18
+
+
+def _position(digits: str) -> int:
+    return _HUGE if len(digits) > 18 else int(digits)
 
 
 class RangeNotSatisfiable(ValueError):
@@ -37,14 +44,14 @@ def parse_range(header: str, size: int) -> list[tuple[int, int]] | None:
             return None
         first, last = match.group(1), match.group(2)
         if first == "":  # suffix range: the last N bytes
-            length = int(last)
+            length = _position(last)
             if length == 0:
                 continue
             ranges.append((max(size - length, 0), size - 1))
             continue
-        start = int(first)
-        end = size - 1 if last == "" else min(int(last), size - 1)
-        if last != "" and int(last) < start:
+        start = _position(first)
+        end = size - 1 if last == "" else min(_position(last), size - 1)
+        if last != "" and _position(last) < start:
             return None
         if start < size:
             ranges.append((start, end))
