@@ -345,14 +345,28 @@ def _gif_palette_size(flags: int) -> int:
     return 3 << ((flags & 7) + 1) if flags & 0x80 else 0
 
 
+def _tiff_covered(image: ImageFile.ImageFile) -> None:
+    """InvalidImage unless the page's strips or tiles cover every pixel.
+
+    Pillow fills rows that no strip covers with zeros instead of failing, so
+    a truncated TIFF would otherwise decode "successfully" (and a tiny file
+    could claim 100,000 rows of work).
+    """
+    area = sum((t.extents[2] - t.extents[0]) * (t.extents[3] - t.extents[1]) for t in image.tile)
+    if area < image.width * image.height:
+        raise InvalidImage("the TIFF is truncated: its strips do not cover the image")
+
+
 def _tiff_pages(image: ImageFile.ImageFile, cap: int) -> int:
     # Pillow's n_frames walks the whole IFD chain; seeking reads one IFD at a
     # time (no pixel data), so we can stop at the cap.
+    _tiff_covered(image)
     for page in range(1, cap):
         try:
             image.seek(page)
         except EOFError:
             return page
+        _tiff_covered(image)
     return cap
 
 

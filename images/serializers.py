@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import binascii
 import unicodedata
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from rest_framework import serializers
@@ -59,6 +59,15 @@ class TimestampField(serializers.Field):
         super().__init__(**kwargs)
 
     def to_internal_value(self, data: Any) -> datetime:
+        if isinstance(data, datetime):
+            # CBOR's own date-times (RFC 8949 §3.4.1-2: tag 0 text, tag 1
+            # epoch), which cbor2 decodes; no offset means UTC, as for text.
+            if data.tzinfo is None:
+                data = data.replace(tzinfo=UTC)
+            try:
+                return data.astimezone(UTC)
+            except OverflowError:
+                raise serializers.ValidationError("a date-time year must be 1 to 9999") from None
         if not isinstance(data, str):
             raise serializers.ValidationError("must be an RFC 3339 date-time string")
         try:

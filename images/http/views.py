@@ -239,7 +239,10 @@ class ImageItemView(DownloadFastPath):
             *openapi.DOWNLOAD_HEADERS,
             openapi.NO_FORMAT_OVERRIDE,
         ],
-        responses=openapi.download_responses("The stored image; its bytes never change."),
+        responses=openapi.download_responses(
+            "The stored image. Its pixels never change; its bytes change once, when deferred"
+            " optimisation finishes (Cache-Control says immutable only after that)."
+        ),
     )
     def get(self, request: HttpRequest, image_id: uuid.UUID) -> HttpResponse:
         if is_conditional(request):

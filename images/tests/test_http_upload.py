@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+from datetime import UTC, datetime, timedelta, timezone
 
 import cbor2
 import pytest
@@ -337,3 +338,27 @@ def test_an_animation_keeps_its_frames(client):
     stored = Image.objects.get(id=response.json()["id"])
     assert stored.content_type == "image/gif"
     assert pixels_equal(bytes(stored.data), out.getvalue())
+
+
+@pytest.mark.parametrize(
+    "timestamp",
+    [
+        datetime(2024, 8, 18, 4, 4, 7, tzinfo=timezone(timedelta(hours=2))),  # tag 0 (text)
+        datetime(2024, 8, 18, 2, 4, 7, tzinfo=UTC),
+    ],
+)
+def test_cbor_date_time_tags_are_accepted(client, png, timestamp):
+    body = {"deviceId": "tagged", "timestamp": timestamp, "imageData": png}
+    response = post_cbor(client, body, HTTP_ACCEPT="application/json")
+    assert response.status_code == 201
+    assert response.json()["timestamp"] == TS
+
+
+def test_a_cbor_epoch_tag_is_accepted(client, png):
+    body = cbor2.dumps({"deviceId": "epoch", "imageData": png}).replace(b"\xa2", b"\xa3", 1)
+    body += cbor2.dumps("timestamp") + b"\xc1" + cbor2.dumps(1723946647)  # tag 1: epoch seconds
+    response = client.post(
+        URL, body, content_type="application/cbor", HTTP_ACCEPT="application/json"
+    )
+    assert response.status_code == 201
+    assert response.json()["timestamp"] == TS

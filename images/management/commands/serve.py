@@ -9,6 +9,7 @@ on to them, granian lets in-flight requests (uploads included) finish, and
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
@@ -97,16 +98,14 @@ class Command(BaseCommand):
             str(settings.STATIC_ROOT),
             "config.wsgi:application",
         ]
-        return subprocess.Popen(command, cwd=ROOT, env=env)
+        return _child(command, env)
 
     def _coap(self, options: dict[str, Any], env: dict[str, str]) -> subprocess.Popen:
         host, port = options["coap_host"], str(options["coap_port"])
         return self._manage(env, "runcoap", "--host", host, "--port", port)
 
     def _manage(self, env: dict[str, str], *command: str) -> subprocess.Popen:
-        return subprocess.Popen(
-            [sys.executable, str(ROOT / "manage.py"), *command], cwd=ROOT, env=env
-        )
+        return _child([sys.executable, str(ROOT / "manage.py"), *command], env)
 
     def _supervise(self, children: list[subprocess.Popen]) -> None:
         stopping = False
@@ -129,3 +128,23 @@ class Command(BaseCommand):
         codes = [child.returncode for child in children]
         if not stopping and any(codes):
             raise CommandError(f"a server exited unexpectedly (exit codes {codes})")
+
+
+def _child(command: list[str], env: dict[str, str]) -> subprocess.Popen:
+    """A server process in its own process group that dies with ``serve``.
+
+    Its own group: a Ctrl-C or a group-wide SIGTERM (systemd's default
+    KillMode) reaches only ``serve``, which passes it on once, in order;
+    granian's workers receiving it at the same time as their master could
+    hang its shutdown. Linux's parent-death signal stops the child if
+    ``serve`` itself is killed (SIGKILL cannot be passed on).
+    """
+    return subprocess.Popen(
+        command, cwd=ROOT, env=env, process_group=0, preexec_fn=_terminate_with_parent
+    )
+
+
+def _terminate_with_parent() -> None:
+    if sys.platform == "linux":
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
