@@ -35,7 +35,8 @@ from aiocoap import GET, POST, Context, Message
 from aiocoap.numbers.codes import Code
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# Replace bench/ on sys.path: its http.py would shadow the standard library.
+sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from images.coap.blockwise import MAX_BUFFERED_BYTES, MAX_TRANSFERS  # noqa: E402 - needs the root
 from images.compression import pixels_equal  # noqa: E402

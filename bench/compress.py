@@ -19,7 +19,8 @@ from pathlib import Path
 import oxipng
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# Replace bench/ on sys.path: its http.py would shadow the standard library.
+sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from images import compression  # noqa: E402 - needs the repository root on sys.path
 

@@ -51,7 +51,8 @@ def run(args: argparse.Namespace, database: Path) -> None:
     # Before django.setup(): settings read the database from the environment.
     os.environ["DATABASE_URL"] = f"sqlite:///{database}"
     os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings"
-    sys.path.insert(0, str(ROOT))
+    # Replace bench/ on sys.path: its http.py would shadow the standard library.
+    sys.path[0] = str(ROOT)
     import django
 
     django.setup()

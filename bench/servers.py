@@ -11,18 +11,20 @@ gunicorn comes from requirements-dev.txt; it is not a runtime dependency.
 
 from __future__ import annotations
 
-import argparse
-import importlib.util
-import json
-import os
-import subprocess
 import sys
-import tempfile
-import urllib.request
 from pathlib import Path
 
+# bench/http.py would shadow the standard library's ``http`` (see there).
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path[0] = str(ROOT)
+
+import argparse  # noqa: E402
+import importlib.util  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import urllib.request  # noqa: E402
 
 from conftest import free_port, wait_for_port  # noqa: E402
 
