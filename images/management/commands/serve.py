@@ -1,10 +1,10 @@
 """``serve``: production HTTP (granian, several workers), CoAP and the optimiser together.
 
-Granian was chosen by measurement (docs/performance.md): on this 2-core
-machine it served Django at 1.7x gunicorn's rate for the same app. Both
-servers run as child processes with ``DEBUG`` off; SIGTERM or SIGINT is passed
-on to them, granian lets in-flight requests (uploads included) finish, and
-``serve`` exits when both have stopped.
+Granian was chosen by measurement (``bench/servers.py``, docs/performance.md):
+on this 2-core machine it served the same app 1.3x to 1.8x faster than
+gunicorn. Every server runs as a child process with ``DEBUG`` off; SIGTERM or
+SIGINT is passed on to them, granian lets in-flight requests (uploads
+included) finish, and ``serve`` exits when all have stopped.
 """
 
 from __future__ import annotations
