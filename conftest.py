@@ -19,6 +19,24 @@ from PIL import Image as PILImage
 
 ROOT = Path(__file__).resolve().parent
 
+# The metadata keys of API.md §2, written out here (not taken from the
+# serializer) so that the tests check the code against the contract.
+METADATA_KEYS = frozenset(
+    {
+        "id",
+        "deviceId",
+        "timestamp",
+        "contentType",
+        "width",
+        "height",
+        "originalSize",
+        "storedSize",
+        "sha256",
+        "receivedAt",
+        "href",
+    }
+)
+
 
 def png_bytes(size: tuple[int, int] = (20, 20), mode: str = "RGB", seed: int = 0) -> bytes:
     """A small PNG with varied pixels (a gradient offset by ``seed``)."""

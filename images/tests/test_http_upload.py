@@ -11,7 +11,7 @@ import cbor2
 import pytest
 from PIL import Image as PILImage
 
-from conftest import png_bytes
+from conftest import METADATA_KEYS, png_bytes
 from images.compression import pixels_equal
 from images.models import Image
 
@@ -19,19 +19,6 @@ pytestmark = pytest.mark.django_db
 
 URL = "/collections/images"
 TS = "2024-08-18T02:04:07Z"
-METADATA_KEYS = {
-    "id",
-    "deviceId",
-    "timestamp",
-    "contentType",
-    "width",
-    "height",
-    "originalSize",
-    "storedSize",
-    "sha256",
-    "receivedAt",
-    "href",
-}
 
 
 def post_json(client, body, **extra):

@@ -10,6 +10,7 @@ from urllib.parse import quote
 import cbor2
 import pytest
 
+from conftest import METADATA_KEYS
 from formats.linkformat import parse
 from formats.rfc3339 import format_timestamp
 from images.models import Image
@@ -168,19 +169,7 @@ def test_a_devices_images_are_listed_oldest_first_as_metadata(client):
     assert stamps(body) == ["2024-08-18T02:44:07Z", "2024-08-18T02:54:07Z", "2024-08-18T03:04:07Z"]
     assert body["next"] is None
     first = body["items"][0]
-    assert set(first) == {
-        "id",
-        "deviceId",
-        "timestamp",
-        "contentType",
-        "width",
-        "height",
-        "originalSize",
-        "storedSize",
-        "sha256",
-        "receivedAt",
-        "href",
-    }
+    assert set(first) == METADATA_KEYS
     assert first["deviceId"] == "cam"
     assert first["href"] == f"/collections/images/{first['id']}"
 

@@ -24,6 +24,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from conftest import METADATA_KEYS
 from formats.linkformat import parse
 from images.discovery import links_discover
 from images.tests.test_hostile_inputs import GIF, JPEG, PNG, contract_errors, pillow
@@ -35,19 +36,6 @@ pytestmark = [
 
 UPLOAD = "/collections/images"
 FIELDS = ("deviceId", "timestamp", "imageData")
-METADATA_KEYS = {
-    "id",
-    "deviceId",
-    "timestamp",
-    "contentType",
-    "width",
-    "height",
-    "originalSize",
-    "storedSize",
-    "sha256",
-    "receivedAt",
-    "href",
-}
 IMAGES = [PNG, GIF, JPEG, pillow("WEBP"), pillow("BMP"), pillow("TIFF")]
 
 
