@@ -46,7 +46,7 @@ urlpatterns = [
     # Anything else: a 404 in the contract's error format, in development too
     # (Django's DEBUG 404 page is HTML), whatever the method: exempt from the
     # CSRF check, whose refusal is an HTML page (and there is nothing to protect).
-    re_path(r"", csrf_exempt(errors.not_found)),
+    re_path(r"", csrf_exempt(errors.not_found), name="not-found"),
 ]
 
 handler400 = errors.bad_request

@@ -33,7 +33,8 @@ class RequestLogMiddleware:
         response = self.get_response(request)
         elapsed = time.perf_counter() - started
         match = getattr(request, "resolver_match", None)
-        route = match.route if match is not None and match.route else "unmatched"
+        # The root pattern and the catch-all both have an empty route: use names.
+        route = "unmatched" if match is None else match.route or match.url_name or "unmatched"
         metrics.observe_request(request.method or "", route, response.status_code, elapsed)
         response["X-Request-ID"] = request_id
         if logger.isEnabledFor(logging.INFO):
