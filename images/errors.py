@@ -7,6 +7,10 @@ aiocoap so the pure compression code can use it too.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
+T = TypeVar("T")
+
 
 class DomainError(Exception):
     """Base class: ``field`` names the input at fault (or ``"detail"``)."""
@@ -54,3 +58,11 @@ class ImageConflict(DomainError):
 
 class ImageNotFound(DomainError):
     """No image matches (404, CoAP 4.04)."""
+
+
+def for_error(table: dict[type[DomainError], T], exc: DomainError, default: T) -> T:
+    """The entry of ``table`` for ``exc``'s most specific class (front ends map codes)."""
+    for cls in type(exc).__mro__:
+        if cls in table:
+            return table[cls]
+    return default

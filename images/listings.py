@@ -27,6 +27,7 @@ from images.serializers import (
     ImageListQuerySerializer,
     ImagePageSerializer,
     cursor_encode,
+    validated,
 )
 
 
@@ -50,7 +51,7 @@ class Listing:
 
 def devices_page(params: Mapping[str, Any]) -> Listing:
     """A page of ``/devices`` for query ``params`` (``limit``, ``cursor``)."""
-    query = valid_query(DeviceListQuerySerializer, params)
+    query = validated(DeviceListQuerySerializer, params)
     page = selectors.device_list(after=query.get("after"), limit=query["limit"])
     next_url = None
     if page.has_more:
@@ -66,7 +67,7 @@ def devices_page(params: Mapping[str, Any]) -> Listing:
 
 def device_images_page(device_id: str, params: Mapping[str, Any]) -> Listing:
     """A page of ``/devices/{device_id}/images`` (``from``, ``to``, ``limit``, ``cursor``)."""
-    query = valid_query(ImageListQuerySerializer, params)
+    query = validated(ImageListQuerySerializer, params)
     page = selectors.device_images(
         device_id=device_id,
         start=query.get("start"),
@@ -85,13 +86,6 @@ def device_images_page(device_id: str, params: Mapping[str, Any]) -> Listing:
         }
         next_url = _url(discovery.device_images_href(device_id), params)
     return Listing(page, next_url, ImagePageSerializer, discovery.image_link)
-
-
-def valid_query(serializer_class: type[serializers.Serializer], data: Any) -> dict[str, Any]:
-    """Validated query parameters; DRF's ``ValidationError`` (400, naming each) if not."""
-    serializer = serializer_class(data=data)
-    serializer.is_valid(raise_exception=True)
-    return dict(serializer.validated_data)
 
 
 def _url(path: str, params: Mapping[str, Any]) -> str:

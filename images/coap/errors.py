@@ -17,6 +17,7 @@ from images.errors import (
     ImageTooLarge,
     InvalidInput,
     UnsupportedMediaType,
+    for_error,
 )
 
 # 4.09 Conflict comes from RFC 8132 (aiocoap has no name for it).
@@ -36,10 +37,7 @@ DIAGNOSTIC_MAX_BYTES = 512
 
 
 def code_for(exc: DomainError) -> Code:
-    for cls in type(exc).__mro__:
-        if cls in CODES:
-            return CODES[cls]
-    return Code.BAD_REQUEST
+    return for_error(CODES, exc, Code.BAD_REQUEST)
 
 
 def diagnostic(exc: DomainError) -> bytes:

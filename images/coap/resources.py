@@ -37,7 +37,12 @@ from images.coap.security import Access, Binding
 from images.errors import DomainError, ImageNotFound, InvalidInput, UnsupportedMediaType
 from images.http.parsers import RAW_IMAGE_TYPES, body_limit
 from images.models import Image
-from images.serializers import ImageKeySerializer, ImageUploadSerializer, image_metadata
+from images.serializers import (
+    ImageKeySerializer,
+    ImageUploadSerializer,
+    image_metadata,
+    validated,
+)
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -303,12 +308,7 @@ def _listing(build: Callable[[], listings.Listing]) -> listings.Listing:
     try:
         return build()
     except ValidationError as exc:
-        raise InvalidInput(
-            " ".join(
-                f"{field}: {' '.join(str(message) for message in messages)}"
-                for field, messages in exc.detail.items()
-            )
-        ) from None
+        raise _invalid(exc) from None
 
 
 def etag_for(image: Image) -> bytes:
@@ -326,15 +326,20 @@ def _image_bytes(image: Image) -> bytes:
 
 def _valid(serializer_class: type, data: Any) -> dict[str, Any]:
     """The serializer's validated data, or :class:`InvalidInput` naming every field at fault."""
-    serializer = serializer_class(data=data)
-    if not serializer.is_valid():
-        raise InvalidInput(
-            " ".join(
-                f"{field}: {' '.join(str(message) for message in messages)}"
-                for field, messages in serializer.errors.items()
-            )
+    try:
+        return validated(serializer_class, data)
+    except ValidationError as exc:
+        raise _invalid(exc) from None
+
+
+def _invalid(exc: ValidationError) -> InvalidInput:
+    """One short diagnostic line (CoAP has no room for the HTTP error map)."""
+    return InvalidInput(
+        " ".join(
+            f"{field}: {' '.join(str(message) for message in messages)}"
+            for field, messages in exc.detail.items()
         )
-    return dict(serializer.validated_data)
+    )
 
 
 def _query(request: Message) -> dict[str, str]:

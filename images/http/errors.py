@@ -23,6 +23,7 @@ from images.errors import (
     ImageTooLarge,
     InvalidInput,
     UnsupportedMediaType,
+    for_error,
 )
 
 logger = logging.getLogger(__name__)
@@ -39,10 +40,7 @@ Errors = dict[str, list[str]]
 
 
 def status_for(exc: DomainError) -> int:
-    for cls in type(exc).__mro__:
-        if cls in DOMAIN_STATUS:
-            return DOMAIN_STATUS[cls]
-    return 400
+    return for_error(DOMAIN_STATUS, exc, 400)
 
 
 def _media_type(value: str) -> str:

@@ -27,6 +27,7 @@ from images.http import openapi
 from images.http.auth import cache_visibility, vary_on
 from images.http.errors import error_response
 from images.models import Image
+from images.serializers import validated
 
 # A day in HTTP caches, then a cheap revalidation by ETag: thumbnails of an
 # id never change meaning, but their bytes may improve with a new release.
@@ -84,9 +85,7 @@ class ImageThumbnailView(APIView):
         },
     )
     def get(self, request: Request, image_id: uuid.UUID) -> HttpResponse:
-        query = ThumbnailQuerySerializer(data=request.query_params)
-        query.is_valid(raise_exception=True)
-        size = query.validated_data["size"]
+        size = validated(ThumbnailQuerySerializer, request.query_params)["size"]
         django_request = request._request
         content_type = django_request.get_preferred_type(list(thumbnails.CONTENT_TYPES))
         if content_type is None:

@@ -39,6 +39,7 @@ from images.serializers import (
     ImageMetadataSerializer,
     ImageUploadSerializer,
     image_metadata,
+    validated,
 )
 
 
@@ -188,13 +189,13 @@ class ImageCollectionView(DownloadFastPath):
         media_type = request_media_type(request)
         check_content_length(request.META, media_type, services.limits_current().max_bytes)
         if media_type in RAW_IMAGE_TYPES:
-            key = _valid(ImageKeySerializer, request.query_params)
+            key = validated(ImageKeySerializer, request.query_params)
             self._admit(request, key["device_id"])
             body = request.data
             # DRF hands an empty body over as {} without asking the parser.
             fields = {**key, "data": body if isinstance(body, bytes) else b""}
         else:
-            fields = _valid(ImageUploadSerializer, request.data)
+            fields = validated(ImageUploadSerializer, request.data)
             self._admit(request, fields["device_id"])
         result = services.image_ingest(**fields)
         return _metadata_response(
@@ -218,7 +219,7 @@ class ImageCollectionView(DownloadFastPath):
         responses=openapi.download_responses("The stored image."),
     )
     def get(self, request: HttpRequest) -> HttpResponse:
-        key = _valid(ImageKeySerializer, request.GET)
+        key = validated(ImageKeySerializer, request.GET)
         if is_conditional(request):
             # Revalidation is what caches do most: answer it from metadata.
             head = selectors.image_find(with_data=False, **key)
@@ -263,12 +264,6 @@ class ImageItemView(DownloadFastPath):
         self.check_object_permissions(request, image)
         services.image_delete(image_id=image.id)
         return Response(status=204)
-
-
-def _valid(serializer_class: type, data: Any) -> dict[str, Any]:
-    serializer = serializer_class(data=data)
-    serializer.is_valid(raise_exception=True)
-    return dict(serializer.validated_data)
 
 
 METADATA_RENDERERS: dict[str, type[BaseRenderer]] = {
