@@ -40,6 +40,7 @@ import oxipng
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from images.errors import DomainError, ImageTooLarge, InvalidImage
+from images.pngcheck import png_data_complete
 
 
 @dataclass(frozen=True)
@@ -207,6 +208,18 @@ def compress(data: bytes, limits: Limits = Limits(), *, fast: bool = False) -> C
     any frame cannot be fully decoded (truncated or corrupt data).
     """
     info = probe(data, limits)
+    if fast and info.format == "PNG" and png_data_complete(data):
+        # Nothing to try for a PNG on the fast path, so no reference decode:
+        # checking the encoding is enough, in bounded memory (see pngcheck).
+        return Compressed(
+            data=data,
+            content_type=info.content_type,
+            width=info.width,
+            height=info.height,
+            original_size=len(data),
+            frames=info.frames,
+            method="original",
+        )
     # Decoding every frame validates the input and is the reference the
     # candidate must match.
     reference = _fingerprint(data, limits)
@@ -267,7 +280,7 @@ def _opened(data: bytes, limits: Limits) -> Iterator[ImageFile.ImageFile]:
                 # libwebp allocates the whole canvas when Pillow opens the file.
                 _check_pixels(*_webp_canvas(data), limits)
             try:
-                image = Image.open(io.BytesIO(data), formats=_PILLOW_FORMATS)
+                image = Image.open(_reader(data), formats=_PILLOW_FORMATS)
             except UnidentifiedImageError as exc:
                 raise InvalidImage(_UNSUPPORTED) from exc
             with image:
@@ -279,6 +292,47 @@ def _opened(data: bytes, limits: Limits) -> Iterator[ImageFile.ImageFile]:
         raise ImageTooLarge("the image needs more memory to decode than is available") from exc
     except _DECODE_ERRORS as exc:
         raise InvalidImage(f"the image data is corrupt or truncated ({exc})") from exc
+
+
+def _reader(data: bytes | bytearray) -> io.BufferedIOBase:
+    """A file over ``data`` that does not copy it (``io.BytesIO`` copies a bytearray)."""
+    if isinstance(data, bytes):
+        return io.BytesIO(data)  # shares the bytes until written to
+    return io.BufferedReader(_BufferRaw(data))
+
+
+class _BufferRaw(io.RawIOBase):
+    """Read-only, seekable raw file over a buffer (an upload read into a bytearray)."""
+
+    def __init__(self, data: bytearray) -> None:
+        self._view = memoryview(data).toreadonly()
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        count = max(0, min(len(buffer), len(self._view) - self._pos))
+        buffer[:count] = self._view[self._pos : self._pos + count]
+        self._pos += count
+        return count
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: len(self._view)}[whence]
+        if base + offset < 0:
+            raise ValueError("negative seek position")
+        self._pos = base + offset
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def close(self) -> None:
+        self._view.release()
+        super().close()
 
 
 def _lift_pillow_bomb_limit(max_pixels: int) -> None:
@@ -434,7 +488,7 @@ def _optimised(
     options = {**_OXIPNG_OPTIONS, "level": 0} if fast else _OXIPNG_OPTIONS
     try:
         if info.format == "PNG" and not fast:
-            candidate = oxipng.optimize_from_memory(data, **options)
+            candidate = oxipng.optimize_from_memory(bytes(data), **options)
             # With reductions off oxipng keeps the IHDR; a changed one means a
             # changed bit depth or colour type, which a Pillow decode can miss.
             return (candidate, "image/png", "oxipng") if candidate[:33] == data[:33] else None

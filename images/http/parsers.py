@@ -41,7 +41,7 @@ class RawImageParser(BaseParser):
         stream: Any,
         media_type: str | None = None,
         parser_context: Mapping[str, Any] | None = None,
-    ) -> bytes:
+    ) -> bytearray:
         base = (media_type or "").split(";", 1)[0].strip().lower()
         if not base:
             raise UnsupportedMediaType("a request body needs a Content-Type", field="detail")

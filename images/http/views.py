@@ -193,7 +193,7 @@ class ImageCollectionView(DownloadFastPath):
             self._admit(request, key["device_id"])
             body = request.data
             # DRF hands an empty body over as {} without asking the parser.
-            fields = {**key, "data": body if isinstance(body, bytes) else b""}
+            fields = {**key, "data": body if isinstance(body, bytearray) else b""}
         else:
             fields = validated(ImageUploadSerializer, request.data)
             self._admit(request, fields["device_id"])

@@ -95,3 +95,33 @@ def test_inline_mode_optimises_before_answering(client, settings):
     meta = upload(client, sent, "image/jpeg").json()
     assert meta["storedSize"] < len(sent)
     assert Image.objects.get(id=meta["id"]).optimized
+
+
+def test_a_large_png_is_stored_byte_for_byte_and_optimised_later(client):
+    """Over 1 MiB: read in pieces, checked without a raster, written to SQLite in pieces."""
+    import random
+
+    side = 700
+    noise = PILImage.frombytes("RGB", (side, side), random.Random(5).randbytes(side * side * 3))
+    out = io.BytesIO()
+    noise.save(out, "PNG", compress_level=1)
+    sent = out.getvalue()
+    assert len(sent) > 1 << 20
+    meta = upload(client, sent, "image/png").json()
+    assert client.get(meta["href"]).content == sent
+    call_command("optimize", nice=0)
+    assert pixels_equal(bytes(Image.objects.get(id=meta["id"]).data), sent)
+
+
+@pytest.mark.parametrize("damage", ["cut", "flipped"])
+def test_a_damaged_png_is_refused_before_anything_is_stored(client, damage):
+    sent = bytearray(png_bytes(size=(300, 200), seed=4))
+    idat = sent.index(b"IDAT")
+    if damage == "cut":
+        sent = sent[: idat + 200]
+    else:
+        sent[idat + 100] ^= 0xFF
+    response = client.post(URL, bytes(sent), content_type="image/png")
+    assert response.status_code == 400, response.content
+    assert list(response.json()["errors"]) == ["imageData"]
+    assert not Image.objects.exists()

@@ -1,0 +1,191 @@
+"""Checking that a PNG's image data is complete, in bounded memory (RFC 2083 / PNG 3rd ed.).
+
+Pillow verifies an image by decoding it, which holds the whole raster: 38 MiB
+for a 30 MB noise PNG of 3162 x 3162 pixels (Pillow keeps RGB as 4 bytes a
+pixel). The deferred path (``IMAGES_OPTIMIZE=deferred``) only has to refuse
+what cannot be decoded before it answers 201; the background pass decodes
+every pixel later anyway. So for a still PNG it checks the encoding instead,
+with no raster, failing where Pillow's decoder fails: a bad CRC in a chunk
+before the image data, IDAT chunks whose zlib stream is corrupt or ends
+before the last scanline the header implies (Adam7 passes included), and a
+scanline whose filter type is not 0 to 4. Like Pillow, it stops at the last
+scanline (a zlib stream that ends early leaves the other rows zero), then
+reads the chunks up to IEND. Past that, any bytes decode to some pixels; the
+tests check this against Pillow on every truncation and on damaged files. One
+difference, on the safe side: a file cut inside its IDAT data is refused even
+where Pillow still finds every row in it.
+
+Written here because no library in the stack checks a PNG without decoding
+it into memory (Pillow's ``verify()`` reads the chunks but not the zlib
+stream). Animated PNGs (acTL) are left to Pillow: each frame has its own
+stream and size.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+import zlib
+from collections.abc import Iterator
+
+from images.errors import InvalidImage
+
+_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # colour type -> samples per pixel
+# Adam7: (first column, first row, column step, row step) of each pass.
+_ADAM7 = (
+    (0, 0, 8, 8),
+    (4, 0, 8, 8),
+    (0, 4, 4, 8),
+    (2, 0, 4, 4),
+    (0, 2, 2, 4),
+    (1, 0, 2, 2),
+    (0, 1, 1, 2),
+)
+_PIECE_BYTES = 1 << 18  # zlib input and output are handled in pieces of this size
+
+
+def png_data_complete(data: bytes | bytearray) -> bool:
+    """True when ``data`` is a still PNG whose image data is complete and well-formed.
+
+    False for an animated PNG (the caller decodes it instead). Raises
+    :class:`InvalidImage` where Pillow's decode fails: a bad CRC before the
+    image data, image data that is truncated, corrupt (zlib) or short of what
+    the header implies, a scanline with an unknown filter type, or a chunk
+    after the image data that claims more bytes than the file has. ``data``
+    has already passed Pillow's header checks (:func:`images.compression.probe`).
+    """
+    with memoryview(data) as view:
+        chunks = _chunks(view)
+        width, height, bits_per_pixel, interlaced = _header(chunks)
+        inflater = _Inflater(list(_scanlines(width, height, bits_per_pixel, interlaced)))
+        seen_image_data = False
+        for kind, body, crc in chunks:
+            if kind == b"IDAT":
+                if crc == _CUT:
+                    # Stricter than Pillow, which may still decode every row
+                    # here, depending on how much input zlib reads ahead.
+                    raise InvalidImage("the PNG is truncated inside its image data")
+                # Pillow skips IDAT CRCs; zlib's Adler-32 covers the pixels.
+                seen_image_data = True
+                inflater.feed(body)
+                if inflater.complete:
+                    _check_trailer(chunks)
+                    return True
+                continue
+            if seen_image_data:
+                break  # IDAT chunks must be consecutive: the image data ended short
+            if zlib.crc32(body, zlib.crc32(kind)) != crc:
+                raise InvalidImage(f"the PNG's {kind.decode('latin-1')} chunk fails its CRC")
+            if kind == b"acTL":
+                return False
+    raise InvalidImage("the PNG's image data is truncated")
+
+
+def _check_trailer(chunks: Iterator[tuple[bytes, memoryview, int | None]]) -> None:
+    """What Pillow reads after the pixels: chunks up to IEND, each whole (CRCs unchecked)."""
+    for kind, _, crc in chunks:
+        if kind == b"IEND" or not _CHUNK_TYPE.fullmatch(kind):
+            return  # Pillow stops at IEND, and at a chunk type that is not one
+        if crc == _CUT:
+            raise InvalidImage(f"the PNG is truncated inside its {kind.decode('latin-1')} chunk")
+
+
+_CHUNK_TYPE = re.compile(rb"\w{4}")
+_CUT = -1  # the "CRC" of a chunk whose data the file does not hold in full
+
+
+def _chunks(view: memoryview) -> Iterator[tuple[bytes, memoryview, int | None]]:
+    """Each chunk's type, data and stored CRC (None if missing, ``_CUT`` if the data is cut).
+
+    Stops when not even a chunk header is left.
+    """
+    pos = 8  # after the signature, which Pillow has checked
+    while pos + 8 <= len(view):
+        length, kind = struct.unpack_from(">I4s", view, pos)
+        end = pos + 8 + length
+        if end > len(view):
+            yield kind, view[pos + 8 : end], _CUT
+            return
+        crc = struct.unpack_from(">I", view, end)[0] if end + 4 <= len(view) else None
+        yield kind, view[pos + 8 : end], crc
+        pos = end + 4
+
+
+def _header(chunks: Iterator[tuple[bytes, memoryview, int | None]]) -> tuple[int, int, int, bool]:
+    kind, body, _ = next(chunks, (b"", memoryview(b""), 0))
+    if kind != b"IHDR" or len(body) != 13:
+        raise InvalidImage("the PNG does not start with an IHDR chunk")
+    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", body)
+    if colour not in _CHANNELS or width == 0 or height == 0:
+        raise InvalidImage("the PNG header is invalid")
+    return width, height, _CHANNELS[colour] * depth, interlace == 1
+
+
+def _scanlines(width: int, height: int, bits: int, interlaced: bool) -> Iterator[tuple[int, int]]:
+    """(rows, bytes per row including the filter byte) of each pass, in stream order."""
+    passes = _ADAM7 if interlaced else ((0, 0, 1, 1),)
+    for column, row, column_step, row_step in passes:
+        columns = (width - column + column_step - 1) // column_step
+        rows = (height - row + row_step - 1) // row_step
+        if columns > 0 and rows > 0:
+            yield rows, 1 + (columns * bits + 7) // 8
+
+
+class _Inflater:
+    """Inflates the IDAT stream in pieces, checking each scanline's filter byte as it passes."""
+
+    def __init__(self, layout: list[tuple[int, int]]) -> None:
+        self._zlib = zlib.decompressobj()
+        self._layout = layout  # what remains: (rows, stride) of each pass
+        self._offset = 0  # bytes of the current pass already seen
+        self._remaining = sum(rows * stride for rows, stride in layout)
+        self._produced = 0
+
+    @property
+    def complete(self) -> bool:
+        """Every scanline arrived, or the zlib stream ended after a whole one.
+
+        Pillow leaves the rows after an early end zero, but refuses a stream
+        that ends inside a scanline or before the first (measured).
+        """
+        if not self._remaining:
+            return True
+        if not self._zlib.eof:
+            return False
+        stride = self._layout[0][1]
+        if self._produced == 0 or self._offset % stride:
+            raise InvalidImage("the PNG's image data ends inside a scanline")
+        return True
+
+    def feed(self, body: memoryview) -> None:
+        for start in range(0, len(body), _PIECE_BYTES):
+            pending: bytes | memoryview = body[start : start + _PIECE_BYTES]
+            while pending and not self.complete:
+                try:
+                    # Never inflate past the last scanline: Pillow stops there,
+                    # so damage after it (even to the Adler-32) goes unseen.
+                    out = self._zlib.decompress(pending, min(_PIECE_BYTES, self._remaining))
+                except zlib.error as exc:
+                    raise InvalidImage(f"the PNG's image data is corrupt ({exc})") from None
+                self._scan(out)
+                self._remaining -= len(out)
+                self._produced += len(out)
+                pending = self._zlib.unconsumed_tail
+
+    def _scan(self, out: bytes) -> None:
+        pos = 0
+        while pos < len(out) and self._layout:
+            rows, stride = self._layout[0]
+            size = rows * stride
+            take = min(size - self._offset, len(out) - pos)
+            # The filter bytes in this stretch sit every ``stride`` bytes from
+            # the next row start: one slice checks them all.
+            first = (-self._offset) % stride
+            filters = out[pos + first : pos + take : stride]
+            if filters and max(filters) > 4:
+                raise InvalidImage("the PNG has a scanline with an unknown filter type")
+            pos += take
+            self._offset += take
+            if self._offset == size:
+                self._layout.pop(0)
+                self._offset = 0
