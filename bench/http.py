@@ -184,7 +184,7 @@ def download(server: Server, database_url: str, seconds: int) -> None:
     stored = server.upload(
         (CORPUS / "skimage__brick.png").read_bytes(), "image/png", "dl", "2024-01-01T00:00:00Z"
     )
-    drain_optimiser(database_url)
+    drain_optimiser(database_url, report=False)
     meta = urllib.request.Request(
         f"{server.url}{stored['href']}", headers={"Accept": "application/json"}
     )
@@ -197,7 +197,7 @@ def download(server: Server, database_url: str, seconds: int) -> None:
         line(f"304 revalidation, c{connections}", wrk(item, seconds, connections, "-H", etag))
 
 
-def drain_optimiser(database_url: str) -> None:
+def drain_optimiser(database_url: str, *, report: bool = True) -> None:
     """Wait for the deferred optimiser, then print what ended up stored for the ingest runs."""
     started = time.perf_counter()
     pending_sql = "SELECT COUNT(*) FROM images_image WHERE NOT optimized"
@@ -205,6 +205,8 @@ def drain_optimiser(database_url: str) -> None:
     while pending:
         time.sleep(0.5)
         [(pending,)] = query_database(database_url, pending_sql)
+    if not report:
+        return
     [(count, original, stored)] = query_database(
         database_url, "SELECT COUNT(*), SUM(original_size), SUM(stored_size) FROM images_image"
     )
@@ -260,7 +262,7 @@ def peak_rss(server: Server, database_url: str) -> None:
     # The deferred optimiser (a separate, low-priority process) then decodes
     # and recompresses it: report that process too.
     optimiser = [pid for pid in pids if pid != worst and "optimize" in _cmdline(pid)]
-    drain_optimiser(database_url)
+    drain_optimiser(database_url, report=False)
     for pid in optimiser:
         print(f"  optimiser process peak RSS {rss_mib(pid, 'VmHWM'):.0f} MiB while optimising it")
 
