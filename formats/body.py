@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Mapping
-from typing import Any
+from typing import IO, Any
 
+from django.conf import settings
 from rest_framework.exceptions import ParseError
 
 # Read in pieces of this size: a server may assemble one large read() from
@@ -17,6 +19,44 @@ _PIECE_BYTES = 1 << 16
 _PREALLOCATE_MAX_BYTES = 256 << 20
 
 
+# A spooled body stays in memory up to this size, then moves to a temporary file.
+SPOOL_MEMORY_BYTES = 1 << 20
+
+
+def spool_body(stream: Any, parser_context: Mapping[str, Any] | None) -> IO[bytes]:
+    """The whole body in a temporary file (in memory while small), at its start.
+
+    For bodies that are consumed in pieces (a raw image): a large upload then
+    never sits whole in a worker's memory. ``ParseError`` (400) when the body
+    is shorter than its Content-Length, as for :func:`read_body`. The file is
+    deleted when closed (or collected). The directory is Django's
+    ``FILE_UPLOAD_TEMP_DIR`` (the system's temporary directory by default).
+    """
+    announced = _announced(parser_context)
+    spooled = tempfile.SpooledTemporaryFile(  # noqa: SIM115 - the caller owns it
+        max_size=SPOOL_MEMORY_BYTES, dir=settings.FILE_UPLOAD_TEMP_DIR
+    )
+    received = 0
+    while stream is not None:
+        wanted = _PIECE_BYTES if announced is None else min(_PIECE_BYTES, announced - received)
+        piece = stream.read(wanted) if wanted > 0 else b""
+        if not piece:
+            break
+        spooled.write(piece)
+        received += len(piece)
+    if announced is not None and received < announced:
+        spooled.close()
+        raise ParseError(f"the request body ended after {received} of its {announced} bytes")
+    spooled.seek(0)
+    return spooled
+
+
+def _announced(parser_context: Mapping[str, Any] | None) -> int | None:
+    request = (parser_context or {}).get("request")
+    announced = request.META.get("CONTENT_LENGTH", "") if request is not None else ""
+    return int(announced) if announced.isdigit() else None
+
+
 def read_body(stream: Any, parser_context: Mapping[str, Any] | None) -> bytearray:
     """The whole body; ``ParseError`` (400) when it is shorter than Content-Length.
 
@@ -25,15 +65,14 @@ def read_body(stream: Any, parser_context: Mapping[str, Any] | None) -> bytearra
     body is read in pieces into one buffer of the announced size, so a large
     upload is held in memory once.
     """
-    request = (parser_context or {}).get("request")
-    announced = request.META.get("CONTENT_LENGTH", "") if request is not None else ""
+    announced = _announced(parser_context)
     if stream is None:
         body = bytearray()
-    elif not announced.isdigit():
+    elif announced is None:
         body = bytearray(stream.read())
     else:
-        body = _read_exactly(stream, int(announced))
-    if announced.isdigit() and len(body) < int(announced):
+        body = _read_exactly(stream, announced)
+    if announced is not None and len(body) < announced:
         raise ParseError(f"the request body ended after {len(body)} of its {announced} bytes")
     return body
 

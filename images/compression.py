@@ -39,6 +39,7 @@ from dataclasses import dataclass
 import oxipng
 from PIL import Image, ImageFile, UnidentifiedImageError
 
+from images import sources
 from images.errors import DomainError, ImageTooLarge, InvalidImage
 from images.pngcheck import png_data_complete
 
@@ -67,7 +68,7 @@ class ImageInfo:
 class Compressed:
     """What to store. ``content_type`` describes ``data``, which may differ from the input's."""
 
-    data: bytes
+    data: sources.Source  # the input itself when nothing smaller was found
     content_type: str
     width: int
     height: int
@@ -153,10 +154,11 @@ _MOZJPEG_TIMEOUT_SECONDS = 60
 # restart marker or a fill byte (ITU-T T.81 §B.1.1.5, §F.1.2.3).
 _ENTROPY_CODED_END = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _HASH_STRIP_PIXELS = 1 << 20  # hash frames in strips: never a second copy of a whole frame
 
 
-def probe(data: bytes, limits: Limits = Limits()) -> ImageInfo:
+def probe(data: sources.Source, limits: Limits = Limits()) -> ImageInfo:
     """Identify ``data`` and check it against ``limits`` without decoding pixel data.
 
     Raises ``InvalidImage`` for empty, unrecognised or unsupported data or a
@@ -166,11 +168,12 @@ def probe(data: bytes, limits: Limits = Limits()) -> ImageInfo:
     costs no more than that. A header that passes does not prove the pixel
     data is intact: :func:`compress` decodes every frame.
     """
-    if not data:
+    length = sources.size(data)
+    if not length:
         raise InvalidImage("the image is empty")
-    if len(data) > limits.max_bytes:
+    if length > limits.max_bytes:
         raise ImageTooLarge(
-            f"the image is {len(data):,} bytes; the limit is {limits.max_bytes:,}",
+            f"the image is {length:,} bytes; the limit is {limits.max_bytes:,}",
             limit=limits.max_bytes,
         )
     with _opened(data, limits) as image:
@@ -180,7 +183,7 @@ def probe(data: bytes, limits: Limits = Limits()) -> ImageInfo:
         if image_format == "GIF":
             # A GIF frame may lie outside the logical screen; Pillow then grows
             # the canvas while seeking, so the whole extent is checked here.
-            frames, canvas_width, canvas_height = _gif_layout(data, cap)
+            frames, canvas_width, canvas_height = _gif_layout(sources.read_all(data), cap)
             _check_pixels(canvas_width, canvas_height, limits)
         elif image_format == "TIFF":
             frames = _tiff_pages(image, cap)
@@ -192,8 +195,11 @@ def probe(data: bytes, limits: Limits = Limits()) -> ImageInfo:
         return ImageInfo(image_format, _CONTENT_TYPES[image_format], width, height, frames)
 
 
-def compress(data: bytes, limits: Limits = Limits(), *, fast: bool = False) -> Compressed:
+def compress(data: sources.Source, limits: Limits = Limits(), *, fast: bool = False) -> Compressed:
     """Return what to store for ``data``: a losslessly smaller encoding, or ``data`` itself.
+
+    ``data`` may be a file (a spooled upload): it is read into memory unless
+    it is a still PNG on the fast path, which is checked reading it in pieces.
 
     ``fast`` is for the request path when a background pass follows
     (IMAGES_OPTIMIZE=deferred): the image is checked (every frame decoded) as
@@ -207,19 +213,22 @@ def compress(data: bytes, limits: Limits = Limits(), *, fast: bool = False) -> C
     len(data)``. Raises what :func:`probe` raises, and ``InvalidImage`` when
     any frame cannot be fully decoded (truncated or corrupt data).
     """
+    if fast and sources.head(data, 8) == _PNG_SIGNATURE:
+        info = probe(data, limits)
+        if png_data_complete(sources.as_file(data)):
+            # Nothing to try for a PNG on the fast path, so no reference
+            # decode: checking the encoding is enough, in bounded memory.
+            return Compressed(
+                data=data,
+                content_type=info.content_type,
+                width=info.width,
+                height=info.height,
+                original_size=sources.size(data),
+                frames=info.frames,
+                method="original",
+            )
+    data = sources.read_all(data)
     info = probe(data, limits)
-    if fast and info.format == "PNG" and png_data_complete(data):
-        # Nothing to try for a PNG on the fast path, so no reference decode:
-        # checking the encoding is enough, in bounded memory (see pngcheck).
-        return Compressed(
-            data=data,
-            content_type=info.content_type,
-            width=info.width,
-            height=info.height,
-            original_size=len(data),
-            frames=info.frames,
-            method="original",
-        )
     # Decoding every frame validates the input and is the reference the
     # candidate must match.
     reference = _fingerprint(data, limits)
@@ -262,7 +271,7 @@ def pixels_equal(a: bytes, b: bytes) -> bool:
 
 
 @contextmanager
-def _opened(data: bytes, limits: Limits) -> Iterator[ImageFile.ImageFile]:
+def _opened(data: sources.Source, limits: Limits) -> Iterator[ImageFile.ImageFile]:
     """Open ``data`` with Pillow (headers only) and map every failure in the block to our errors.
 
     The pixel limit is checked before anything is decoded. Pillow's own bomb
@@ -276,11 +285,12 @@ def _opened(data: bytes, limits: Limits) -> Iterator[ImageFile.ImageFile]:
         # DecompressionBombWarning elsewhere, which is acceptable.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+            head = sources.head(data, 32)
+            if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
                 # libwebp allocates the whole canvas when Pillow opens the file.
-                _check_pixels(*_webp_canvas(data), limits)
+                _check_pixels(*_webp_canvas(head), limits)
             try:
-                image = Image.open(_reader(data), formats=_PILLOW_FORMATS)
+                image = Image.open(sources.as_file(data), formats=_PILLOW_FORMATS)
             except UnidentifiedImageError as exc:
                 raise InvalidImage(_UNSUPPORTED) from exc
             with image:
@@ -292,47 +302,6 @@ def _opened(data: bytes, limits: Limits) -> Iterator[ImageFile.ImageFile]:
         raise ImageTooLarge("the image needs more memory to decode than is available") from exc
     except _DECODE_ERRORS as exc:
         raise InvalidImage(f"the image data is corrupt or truncated ({exc})") from exc
-
-
-def _reader(data: bytes | bytearray) -> io.BufferedIOBase:
-    """A file over ``data`` that does not copy it (``io.BytesIO`` copies a bytearray)."""
-    if isinstance(data, bytes):
-        return io.BytesIO(data)  # shares the bytes until written to
-    return io.BufferedReader(_BufferRaw(data))
-
-
-class _BufferRaw(io.RawIOBase):
-    """Read-only, seekable raw file over a buffer (an upload read into a bytearray)."""
-
-    def __init__(self, data: bytearray) -> None:
-        self._view = memoryview(data).toreadonly()
-        self._pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        count = max(0, min(len(buffer), len(self._view) - self._pos))
-        buffer[:count] = self._view[self._pos : self._pos + count]
-        self._pos += count
-        return count
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: len(self._view)}[whence]
-        if base + offset < 0:
-            raise ValueError("negative seek position")
-        self._pos = base + offset
-        return self._pos
-
-    def tell(self) -> int:
-        return self._pos
-
-    def close(self) -> None:
-        self._view.release()
-        super().close()
 
 
 def _lift_pillow_bomb_limit(max_pixels: int) -> None:

@@ -23,11 +23,14 @@ stream and size.
 
 from __future__ import annotations
 
+import io
 import re
 import struct
 import zlib
 from collections.abc import Iterator
+from typing import BinaryIO, NamedTuple
 
+from images import sources
 from images.errors import InvalidImage
 
 _CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # colour type -> samples per pixel
@@ -44,78 +47,104 @@ _ADAM7 = (
 _PIECE_BYTES = 1 << 18  # zlib input and output are handled in pieces of this size
 
 
-def png_data_complete(data: bytes | bytearray) -> bool:
-    """True when ``data`` is a still PNG whose image data is complete and well-formed.
+class _Chunk(NamedTuple):
+    kind: bytes
+    start: int  # where its data starts in the file
+    length: int
+    crc: int | None  # None: the file ends before the CRC; _CUT: before the data ends
 
+
+_CUT = -1
+_CHUNK_TYPE = re.compile(rb"\w{4}")
+
+
+def png_data_complete(source: sources.Source) -> bool:
+    """True when ``source`` is a still PNG whose image data is complete and well-formed.
+
+    ``source`` is the image or a seekable file holding it (read in pieces).
     False for an animated PNG (the caller decodes it instead). Raises
     :class:`InvalidImage` where Pillow's decode fails: a bad CRC before the
     image data, image data that is truncated, corrupt (zlib) or short of what
     the header implies, a scanline with an unknown filter type, or a chunk
-    after the image data that claims more bytes than the file has. ``data``
+    after the image data that claims more bytes than the file has. The image
     has already passed Pillow's header checks (:func:`images.compression.probe`).
     """
-    with memoryview(data) as view:
-        chunks = _chunks(view)
-        width, height, bits_per_pixel, interlaced = _header(chunks)
-        inflater = _Inflater(list(_scanlines(width, height, bits_per_pixel, interlaced)))
-        seen_image_data = False
-        for kind, body, crc in chunks:
-            if kind == b"IDAT":
-                if crc == _CUT:
-                    # Stricter than Pillow, which may still decode every row
-                    # here, depending on how much input zlib reads ahead.
-                    raise InvalidImage("the PNG is truncated inside its image data")
-                # Pillow skips IDAT CRCs; zlib's Adler-32 covers the pixels.
-                seen_image_data = True
-                inflater.feed(body)
+    file = sources.as_file(source)
+    chunks = _chunks(file)
+    width, height, bits_per_pixel, interlaced = _header(file, chunks)
+    inflater = _Inflater(list(_scanlines(width, height, bits_per_pixel, interlaced)))
+    seen_image_data = False
+    for chunk in chunks:
+        if chunk.kind == b"IDAT":
+            if chunk.crc == _CUT:
+                # Stricter than Pillow, which may still decode every row
+                # here, depending on how much input zlib reads ahead.
+                raise InvalidImage("the PNG is truncated inside its image data")
+            # Pillow skips IDAT CRCs; zlib's Adler-32 covers the pixels.
+            seen_image_data = True
+            for piece in _data(file, chunk):
+                inflater.feed(piece)
                 if inflater.complete:
                     _check_trailer(chunks)
                     return True
-                continue
-            if seen_image_data:
-                break  # IDAT chunks must be consecutive: the image data ended short
-            if zlib.crc32(body, zlib.crc32(kind)) != crc:
-                raise InvalidImage(f"the PNG's {kind.decode('latin-1')} chunk fails its CRC")
-            if kind == b"acTL":
-                return False
+            continue
+        if seen_image_data:
+            break  # IDAT chunks must be consecutive: the image data ended short
+        crc = zlib.crc32(chunk.kind)
+        for piece in _data(file, chunk):
+            crc = zlib.crc32(piece, crc)
+        if crc != chunk.crc:
+            raise InvalidImage(f"the PNG's {_name(chunk)} chunk fails its CRC")
+        if chunk.kind == b"acTL":
+            return False
     raise InvalidImage("the PNG's image data is truncated")
 
 
-def _check_trailer(chunks: Iterator[tuple[bytes, memoryview, int | None]]) -> None:
+def _check_trailer(chunks: Iterator[_Chunk]) -> None:
     """What Pillow reads after the pixels: chunks up to IEND, each whole (CRCs unchecked)."""
-    for kind, _, crc in chunks:
-        if kind == b"IEND" or not _CHUNK_TYPE.fullmatch(kind):
+    for chunk in chunks:
+        if chunk.kind == b"IEND" or not _CHUNK_TYPE.fullmatch(chunk.kind):
             return  # Pillow stops at IEND, and at a chunk type that is not one
-        if crc == _CUT:
-            raise InvalidImage(f"the PNG is truncated inside its {kind.decode('latin-1')} chunk")
+        if chunk.crc == _CUT:
+            raise InvalidImage(f"the PNG is truncated inside its {_name(chunk)} chunk")
 
 
-_CHUNK_TYPE = re.compile(rb"\w{4}")
-_CUT = -1  # the "CRC" of a chunk whose data the file does not hold in full
+def _name(chunk: _Chunk) -> str:
+    return chunk.kind.decode("latin-1")
 
 
-def _chunks(view: memoryview) -> Iterator[tuple[bytes, memoryview, int | None]]:
-    """Each chunk's type, data and stored CRC (None if missing, ``_CUT`` if the data is cut).
-
-    Stops when not even a chunk header is left.
-    """
+def _chunks(file: BinaryIO) -> Iterator[_Chunk]:
+    """Each chunk's place, from its header; stops when not even a header is left."""
+    size = file.seek(0, io.SEEK_END)
     pos = 8  # after the signature, which Pillow has checked
-    while pos + 8 <= len(view):
-        length, kind = struct.unpack_from(">I4s", view, pos)
+    while pos + 8 <= size:
+        file.seek(pos)
+        length, kind = struct.unpack(">I4s", file.read(8))
         end = pos + 8 + length
-        if end > len(view):
-            yield kind, view[pos + 8 : end], _CUT
+        if end > size:
+            yield _Chunk(kind, pos + 8, size - pos - 8, _CUT)
             return
-        crc = struct.unpack_from(">I", view, end)[0] if end + 4 <= len(view) else None
-        yield kind, view[pos + 8 : end], crc
+        crc = None
+        if end + 4 <= size:
+            file.seek(end)
+            (crc,) = struct.unpack(">I", file.read(4))
+        yield _Chunk(kind, pos + 8, length, crc)
         pos = end + 4
 
 
-def _header(chunks: Iterator[tuple[bytes, memoryview, int | None]]) -> tuple[int, int, int, bool]:
-    kind, body, _ = next(chunks, (b"", memoryview(b""), 0))
-    if kind != b"IHDR" or len(body) != 13:
+def _data(file: BinaryIO, chunk: _Chunk) -> Iterator[bytes]:
+    """A chunk's data, in pieces."""
+    for start in range(chunk.start, chunk.start + chunk.length, _PIECE_BYTES):
+        file.seek(start)
+        yield file.read(min(_PIECE_BYTES, chunk.start + chunk.length - start))
+
+
+def _header(file: BinaryIO, chunks: Iterator[_Chunk]) -> tuple[int, int, int, bool]:
+    chunk = next(chunks, None)
+    if chunk is None or chunk.kind != b"IHDR" or chunk.length != 13:
         raise InvalidImage("the PNG does not start with an IHDR chunk")
-    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", body)
+    file.seek(chunk.start)
+    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", file.read(13))
     if colour not in _CHANNELS or width == 0 or height == 0:
         raise InvalidImage("the PNG header is invalid")
     return width, height, _CHANNELS[colour] * depth, interlace == 1
@@ -157,20 +186,19 @@ class _Inflater:
             raise InvalidImage("the PNG's image data ends inside a scanline")
         return True
 
-    def feed(self, body: memoryview) -> None:
-        for start in range(0, len(body), _PIECE_BYTES):
-            pending: bytes | memoryview = body[start : start + _PIECE_BYTES]
-            while pending and not self.complete:
-                try:
-                    # Never inflate past the last scanline: Pillow stops there,
-                    # so damage after it (even to the Adler-32) goes unseen.
-                    out = self._zlib.decompress(pending, min(_PIECE_BYTES, self._remaining))
-                except zlib.error as exc:
-                    raise InvalidImage(f"the PNG's image data is corrupt ({exc})") from None
-                self._scan(out)
-                self._remaining -= len(out)
-                self._produced += len(out)
-                pending = self._zlib.unconsumed_tail
+    def feed(self, piece: bytes) -> None:
+        pending = piece
+        while pending and not self.complete:
+            try:
+                # Never inflate past the last scanline: Pillow stops there,
+                # so damage after it (even to the Adler-32) goes unseen.
+                out = self._zlib.decompress(pending, min(_PIECE_BYTES, self._remaining))
+            except zlib.error as exc:
+                raise InvalidImage(f"the PNG's image data is corrupt ({exc})") from None
+            self._scan(out)
+            self._remaining -= len(out)
+            self._produced += len(out)
+            pending = self._zlib.unconsumed_tail
 
     def _scan(self, out: bytes) -> None:
         pos = 0

@@ -12,7 +12,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import BinaryField, Func, Value
 from django.utils import timezone
 
-from images import compression
+from images import compression, sources
 from images.errors import ImageConflict, ImageNotFound, ImageTooLarge, InvalidInput
 from images.models import Image
 from ops import metrics
@@ -42,12 +42,13 @@ def image_ingest(*, device_id: str, timestamp: datetime, data: bytes | bytearray
     unique constraint decides races between concurrent uploads.
     """
     limits = limits_current()
-    if len(data) > limits.max_bytes:
+    original_size = sources.size(data)
+    if original_size > limits.max_bytes:
         raise ImageTooLarge(
-            f"image is {len(data)} bytes; the limit is {limits.max_bytes}",
+            f"image is {original_size} bytes; the limit is {limits.max_bytes}",
             limit=limits.max_bytes,
         )
-    original_sha256 = hashlib.sha256(data).hexdigest()
+    original_sha256 = sources.sha256(data)
     existing = _image_at(device_id, timestamp)
     if existing is not None:
         return _retried(existing, original_sha256)
@@ -60,16 +61,15 @@ def image_ingest(*, device_id: str, timestamp: datetime, data: bytes | bytearray
         content_type=stored.content_type,
         width=stored.width,
         height=stored.height,
-        original_size=len(data),
-        stored_size=len(stored.data),
-        sha256=hashlib.sha256(stored.data).hexdigest(),
+        original_size=original_size,
+        stored_size=sources.size(stored.data),
+        sha256=original_sha256 if stored.data is data else sources.sha256(stored.data),
         original_sha256=original_sha256,
         optimized=not deferred or stored.content_type not in OPTIMIZABLE_TYPES,
-        data=stored.data,
     )
     try:
         with transaction.atomic():
-            _insert(image)
+            _insert(image, stored.data)
     except IntegrityError:
         existing = _image_at(device_id, timestamp)
         if existing is None:
@@ -87,17 +87,18 @@ def image_ingest(*, device_id: str, timestamp: datetime, data: bytes | bytearray
 _BLOB_PIECE_BYTES = 1 << 20
 
 
-def _insert(image: Image) -> None:
-    """INSERT ``image``; on SQLite, a large image's bytes are written in pieces."""
-    data = image.data
-    if connection.vendor != "sqlite" or len(data) <= _BLOB_PIECE_BYTES:
+def _insert(image: Image, data: sources.Source) -> None:
+    """INSERT ``image`` holding ``data``; on SQLite, a large image is written in pieces.
+
+    Afterwards ``image.data`` is either the bytes or deferred (read on access).
+    """
+    if connection.vendor != "sqlite" or sources.size(data) <= _BLOB_PIECE_BYTES:
+        image.data = sources.read_all(data)
         image.save(force_insert=True)
         return
-    image.data = Func(Value(len(data)), function="zeroblob", output_field=BinaryField())
-    try:
-        image.save(force_insert=True)
-    finally:
-        image.data = data
+    image.data = Func(Value(sources.size(data)), function="zeroblob", output_field=BinaryField())
+    image.save(force_insert=True)
+    del image.data  # deferred: not in memory
     table = Image._meta.db_table
     with connection.cursor() as cursor:
         cursor.execute(
@@ -105,9 +106,9 @@ def _insert(image: Image) -> None:
             [Image._meta.pk.get_db_prep_value(image.id, connection)],
         )
         (rowid,) = cursor.fetchone()
-    with connection.connection.blobopen(table, "data", rowid) as blob, memoryview(data) as view:
-        for start in range(0, len(view), _BLOB_PIECE_BYTES):
-            blob.write(view[start : start + _BLOB_PIECE_BYTES])
+    with connection.connection.blobopen(table, "data", rowid) as blob:
+        for piece in sources.pieces(data, _BLOB_PIECE_BYTES):
+            blob.write(piece)
 
 
 def _image_at(device_id: str, timestamp: datetime) -> Image | None:

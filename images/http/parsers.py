@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import IO, Any
 
 from rest_framework.parsers import BaseParser
 
-from formats.body import read_body
+from formats.body import spool_body
 from images.errors import ImageTooLarge, UnsupportedMediaType
 
 RAW_IMAGE_TYPES = frozenset(
@@ -41,7 +41,7 @@ class RawImageParser(BaseParser):
         stream: Any,
         media_type: str | None = None,
         parser_context: Mapping[str, Any] | None = None,
-    ) -> bytearray:
+    ) -> IO[bytes]:
         base = (media_type or "").split(";", 1)[0].strip().lower()
         if not base:
             raise UnsupportedMediaType("a request body needs a Content-Type", field="detail")
@@ -50,7 +50,7 @@ class RawImageParser(BaseParser):
             raise UnsupportedMediaType(
                 f"unsupported Content-Type {base!r}; send one of {accepted}", field="detail"
             )
-        return read_body(stream, parser_context)
+        return spool_body(stream, parser_context)
 
 
 def body_limit(media_type: str, max_image_bytes: int) -> int:

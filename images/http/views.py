@@ -10,6 +10,7 @@ what, and how often, is ``images.http.auth``'s; the schema's pieces are
 
 from __future__ import annotations
 
+import io
 import uuid
 from typing import Any
 
@@ -192,12 +193,14 @@ class ImageCollectionView(DownloadFastPath):
             key = validated(ImageKeySerializer, request.query_params)
             self._admit(request, key["device_id"])
             body = request.data
-            # DRF hands an empty body over as {} without asking the parser.
-            fields = {**key, "data": body if isinstance(body, bytearray) else b""}
+            # DRF hands an empty body over as {} without asking the parser;
+            # otherwise it is the spooled file, deleted when closed.
+            with io.BytesIO() if isinstance(body, dict) else body as image:
+                result = services.image_ingest(**key, data=image)
         else:
             fields = validated(ImageUploadSerializer, request.data)
             self._admit(request, fields["device_id"])
-        result = services.image_ingest(**fields)
+            result = services.image_ingest(**fields)
         return _metadata_response(
             request, result.image, status=201 if result.created else 200, location=True
         )
