@@ -12,7 +12,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import BinaryField, Func, Value
 from django.utils import timezone
 
-from images import compression, sources
+from images import compression, pgbinary, sources
 from images.errors import ImageConflict, ImageNotFound, ImageTooLarge, InvalidInput
 from images.models import Image
 from ops import metrics
@@ -88,27 +88,36 @@ _BLOB_PIECE_BYTES = 1 << 20
 
 
 def _insert(image: Image, data: sources.Source) -> None:
-    """INSERT ``image`` holding ``data``; on SQLite, a large image is written in pieces.
+    """INSERT ``image`` holding ``data``; a large image's bytes are written apart.
 
-    Afterwards ``image.data`` is either the bytes or deferred (read on access).
+    SQLite: into a ``zeroblob()`` placeholder, in pieces. PostgreSQL: with one
+    UPDATE in the same transaction that sends them in binary (see
+    :mod:`images.pgbinary`). Afterwards ``image.data`` is either the bytes or
+    deferred (read on access).
     """
-    if connection.vendor != "sqlite" or sources.size(data) <= _BLOB_PIECE_BYTES:
+    size = sources.size(data)
+    if size <= _BLOB_PIECE_BYTES or connection.vendor not in ("sqlite", "postgresql"):
         image.data = sources.read_all(data)
         image.save(force_insert=True)
         return
-    image.data = Func(Value(sources.size(data)), function="zeroblob", output_field=BinaryField())
-    image.save(force_insert=True)
-    del image.data  # deferred: not in memory
-    table = Image._meta.db_table
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT rowid FROM {connection.ops.quote_name(table)} WHERE id = %s",
-            [Image._meta.pk.get_db_prep_value(image.id, connection)],
+    table = connection.ops.quote_name(Image._meta.db_table)
+    key = Image._meta.pk.get_db_prep_value(image.id, connection)
+    if connection.vendor == "postgresql":
+        image.data = b""
+        image.save(force_insert=True)
+        pgbinary.execute(
+            connection, f"UPDATE {table} SET data = %b WHERE id = %s", [sources.read_all(data), key]
         )
-        (rowid,) = cursor.fetchone()
-    with connection.connection.blobopen(table, "data", rowid) as blob:
-        for piece in sources.pieces(data, _BLOB_PIECE_BYTES):
-            blob.write(piece)
+    else:
+        image.data = Func(Value(size), function="zeroblob", output_field=BinaryField())
+        image.save(force_insert=True)
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT rowid FROM {table} WHERE id = %s", [key])
+            (rowid,) = cursor.fetchone()
+        with connection.connection.blobopen(Image._meta.db_table, "data", rowid) as blob:
+            for piece in sources.pieces(data, _BLOB_PIECE_BYTES):
+                blob.write(piece)
+    del image.data  # deferred: not in memory
 
 
 def _image_at(device_id: str, timestamp: datetime) -> Image | None:
