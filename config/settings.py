@@ -84,13 +84,17 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "ops.middleware.RequestLogMiddleware",
     "django.middleware.security.SecurityMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
+    # Django's session, auth and message middleware, skipped on API routes
+    # (see ops.middleware; sessions and auth still run there in token mode).
+    "ops.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
+    "ops.middleware.AuthenticationMiddleware",
+    "ops.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
+# The API's own routes (URL paths, by prefix).
+API_PATH_PREFIXES = ("/collections", "/devices", "/.well-known/core", "/healthz", "/metrics")
 
 if DEBUG:
     MIDDLEWARE.insert(0, "ops.middleware.DebugErrorsAsContractMiddleware")

@@ -115,3 +115,31 @@ def test_check_deploy_is_clean_with_production_settings():
         timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("mode", "path", "session_runs"),
+    [
+        ("open", "/healthz", False),
+        ("open", "/collections", False),
+        ("open", "/devices", False),
+        ("open", "/", True),
+        ("open", "/accounts/login/", True),
+        ("open", "/no-such-page", True),
+        ("token", "/devices", True),
+        ("token", "/", True),
+    ],
+)
+def test_sessions_run_on_pages_and_not_on_open_api_routes(settings, mode, path, session_runs):
+    """With every session saved on each request, Set-Cookie shows whether the layer ran."""
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    settings.IMAGES_AUTH = mode
+    settings.SESSION_SAVE_EVERY_REQUEST = True
+    user = get_user_model().objects.create_user("s", password="a long passphrase", is_staff=True)
+    client = Client()
+    client.force_login(user)
+    response = client.get(path)
+    assert response.status_code < 500
+    assert (settings.SESSION_COOKIE_NAME in response.cookies) is session_runs
