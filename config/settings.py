@@ -187,6 +187,9 @@ COAP_OSCORE_DIR = Path(env_str("COAP_OSCORE_DIR", str(BASE_DIR / "oscore")))
 # Bodies are read by our own parsers, which check Content-Length against the
 # per-format limit first (images.limits); this is Django's outer guard.
 DATA_UPLOAD_MAX_MEMORY_SIZE = None
+# Where a raw image upload over 1 MiB is spooled while it is checked and
+# stored (formats.body.spool_body); the system's temporary directory if unset.
+FILE_UPLOAD_TEMP_DIR = env_str("UPLOAD_TEMP_DIR", "") or None
 
 REST_FRAMEWORK = {
     # Both do nothing in open mode (images.http.auth); a view that is open in

@@ -55,3 +55,12 @@ def test_bytes_past_the_content_length_are_not_read(reader):
     content = body if isinstance(body, bytearray) else body.read()
     assert content == data[:2500]
     assert stream.read(10_000) == data[2500:]
+
+
+def test_a_spooled_body_lives_in_the_upload_directory(settings, tmp_path):
+    settings.FILE_UPLOAD_TEMP_DIR = str(tmp_path)
+    data = os.urandom(SPOOL_MEMORY_BYTES + 1)
+    with spool_body(Trickle(data), context(data, len(data))) as spooled:
+        where = os.readlink(f"/proc/self/fd/{spooled.fileno()}")
+        assert where.startswith(str(tmp_path)), where
+        assert spooled.read() == data
