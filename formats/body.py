@@ -10,13 +10,9 @@ from django.conf import settings
 from rest_framework.exceptions import ParseError
 
 # Read in pieces of this size: a server may assemble one large read() from
-# copies (granian's WSGI input peaked at 2.2x a 30 MB body read at once and at
-# 1.1x read in 64 KiB pieces; measured).
+# copies (granian's WSGI input peaked at 2.2x a 30 MB body read at once;
+# measured).
 _PIECE_BYTES = 1 << 16
-# The buffer is allocated at the announced size up to this much. Views check
-# Content-Length against their limits before parsing; this only bounds what
-# a view that forgot could be made to allocate up front.
-_PREALLOCATE_MAX_BYTES = 256 << 20
 
 
 # A spooled body stays in memory up to this size, then moves to a temporary file.
@@ -37,16 +33,19 @@ def spool_body(stream: Any, parser_context: Mapping[str, Any] | None) -> IO[byte
         max_size=SPOOL_MEMORY_BYTES, dir=settings.FILE_UPLOAD_TEMP_DIR
     )
     received = 0
-    while stream is not None:
-        wanted = _PIECE_BYTES if announced is None else min(_PIECE_BYTES, announced - received)
-        piece = stream.read(wanted) if wanted > 0 else b""
-        if not piece:
-            break
-        spooled.write(piece)
-        received += len(piece)
-    if announced is not None and received < announced:
-        spooled.close()
-        raise ParseError(f"the request body ended after {received} of its {announced} bytes")
+    try:
+        while stream is not None:
+            wanted = _PIECE_BYTES if announced is None else min(_PIECE_BYTES, announced - received)
+            piece = stream.read(wanted) if wanted > 0 else b""
+            if not piece:
+                break
+            spooled.write(piece)
+            received += len(piece)
+        if announced is not None and received < announced:
+            raise ParseError(f"the request body ended after {received} of its {announced} bytes")
+    except BaseException:
+        spooled.close()  # deletes the file now, not when collected
+        raise
     spooled.seek(0)
     return spooled
 
@@ -57,41 +56,23 @@ def _announced(parser_context: Mapping[str, Any] | None) -> int | None:
     return int(announced) if announced.isdigit() else None
 
 
-def read_body(stream: Any, parser_context: Mapping[str, Any] | None) -> bytearray:
+def read_body(stream: Any, parser_context: Mapping[str, Any] | None) -> bytes:
     """The whole body; ``ParseError`` (400) when it is shorter than Content-Length.
 
     A client that half-closes after fewer bytes than it announced sent an
-    incomplete message (RFC 9112 §8), not a shorter image or document. The
-    body is read in pieces into one buffer of the announced size, so a large
-    upload is held in memory once.
+    incomplete message (RFC 9112 §8), not a shorter image or document. Read
+    in pieces; nothing is allocated for bytes that have not arrived.
     """
     announced = _announced(parser_context)
-    if stream is None:
-        body = bytearray()
-    elif announced is None:
-        body = bytearray(stream.read())
-    else:
-        body = _read_exactly(stream, announced)
-    if announced is not None and len(body) < announced:
-        raise ParseError(f"the request body ended after {len(body)} of its {announced} bytes")
-    return body
-
-
-def _read_exactly(stream: Any, expected: int) -> bytearray:
-    """Up to ``expected`` bytes, fewer if the stream ends first."""
-    if expected > _PREALLOCATE_MAX_BYTES:
-        body = bytearray()
-        while piece := stream.read(_PIECE_BYTES):
-            body += piece
-        return body
-    body = bytearray(expected)
+    pieces = []
     received = 0
-    with memoryview(body) as view:
-        while received < expected:
-            piece = stream.read(min(_PIECE_BYTES, expected - received))
-            if not piece:
-                break
-            view[received : received + len(piece)] = piece
-            received += len(piece)
-    del body[received:]
-    return body
+    while stream is not None:
+        wanted = _PIECE_BYTES if announced is None else min(_PIECE_BYTES, announced - received)
+        piece = stream.read(wanted) if wanted > 0 else b""
+        if not piece:
+            break
+        pieces.append(piece)
+        received += len(piece)
+    if announced is not None and received < announced:
+        raise ParseError(f"the request body ended after {received} of its {announced} bytes")
+    return b"".join(pieces)

@@ -202,10 +202,12 @@ def compress(data: sources.Source, limits: Limits = Limits(), *, fast: bool = Fa
     it is a still PNG on the fast path, which is checked reading it in pieces.
 
     ``fast`` is for the request path when a background pass follows
-    (IMAGES_OPTIMIZE=deferred): the image is checked (every frame decoded) as
-    always, BMP/TIFF still become PNG (at oxipng's quickest level) so that the
-    stored format never changes later, and PNG and JPEG optimisation is left
-    to the background. That keeps the request's CPU and memory to one decode.
+    (IMAGES_OPTIMIZE=deferred): the image is checked as always (every frame
+    decoded, or for a still PNG its encoding checked by
+    :func:`images.pngcheck.png_data_complete`), BMP/TIFF still become PNG
+    (at oxipng's quickest level) so that the stored format never changes
+    later, and PNG and JPEG optimisation is left to the background. That
+    keeps the request's CPU and memory to one decode at most.
 
     The stored bytes decode (with Pillow) to the same size, mode, bit depth,
     palette, transparency and pixels in every frame, with the same frame

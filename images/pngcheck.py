@@ -9,8 +9,9 @@ with no raster, failing where Pillow's decoder fails: a bad CRC in a chunk
 before the image data, IDAT chunks whose zlib stream is corrupt or ends
 before the last scanline the header implies (Adam7 passes included), and a
 scanline whose filter type is not 0 to 4. Like Pillow, it stops at the last
-scanline (a zlib stream that ends early leaves the other rows zero), then
-reads the chunks up to IEND. Past that, any bytes decode to some pixels; the
+scanline (a zlib stream that ends early leaves the other rows zero). A file
+with chunks after its image data that Pillow's handlers might refuse is left
+to Pillow. Past that, any bytes decode to some pixels; the
 tests check this against Pillow on every truncation and on damaged files. One
 difference, on the safe side: a file cut inside its IDAT data is refused even
 where Pillow still finds every row in it.
@@ -29,6 +30,8 @@ import struct
 import zlib
 from collections.abc import Iterator
 from typing import BinaryIO, NamedTuple
+
+from PIL import PngImagePlugin
 
 from images import sources
 from images.errors import InvalidImage
@@ -55,6 +58,7 @@ class _Chunk(NamedTuple):
 
 
 _CUT = -1
+_TEXT_BYTES = 1 << 20
 _CHUNK_TYPE = re.compile(rb"\w{4}")
 
 
@@ -62,11 +66,12 @@ def png_data_complete(source: sources.Source) -> bool:
     """True when ``source`` is a still PNG whose image data is complete and well-formed.
 
     ``source`` is the image or a seekable file holding it (read in pieces).
-    False for an animated PNG (the caller decodes it instead). Raises
+    False when Pillow must decide (the caller then decodes the image): an
+    animated PNG, chunks other than IEND after the image data, a palette of
+    more than 256 entries, image data continued in other chunks. Raises
     :class:`InvalidImage` where Pillow's decode fails: a bad CRC before the
-    image data, image data that is truncated, corrupt (zlib) or short of what
-    the header implies, a scanline with an unknown filter type, or a chunk
-    after the image data that claims more bytes than the file has. The image
+    image data, or image data that is truncated, corrupt (zlib) or short of
+    what the header implies, or a scanline with an unknown filter type. The image
     has already passed Pillow's header checks (:func:`images.compression.probe`).
     """
     file = sources.as_file(source)
@@ -85,11 +90,13 @@ def png_data_complete(source: sources.Source) -> bool:
             for piece in _data(file, chunk):
                 inflater.feed(piece)
                 if inflater.complete:
-                    _check_trailer(chunks)
-                    return True
+                    return _plain_trailer(chunks)
             continue
         if seen_image_data:
-            break  # IDAT chunks must be consecutive: the image data ended short
+            # Pillow may read on through DDAT chunks; it decides such files.
+            return False
+        if chunk.kind == b"PLTE" and chunk.length > 3 * 256:
+            return False  # Pillow refuses it when loading; it decides
         crc = zlib.crc32(chunk.kind)
         for piece in _data(file, chunk):
             crc = zlib.crc32(piece, crc)
@@ -100,13 +107,27 @@ def png_data_complete(source: sources.Source) -> bool:
     raise InvalidImage("the PNG's image data is truncated")
 
 
-def _check_trailer(chunks: Iterator[_Chunk]) -> None:
-    """What Pillow reads after the pixels: chunks up to IEND, each whole (CRCs unchecked)."""
+def _plain_trailer(chunks: Iterator[_Chunk]) -> bool:
+    """True if what follows the image data cannot make Pillow's decode fail.
+
+    After the pixels Pillow reads every chunk up to IEND: it skips whole
+    chunks it has no handler for, and the rest of the IDAT stream, and runs
+    its handler for the others, several of which refuse malformed content.
+    Files with such chunks (other than a modest tEXt, whose handler cannot
+    fail) or with a cut chunk are left to Pillow rather than imitating it.
+    """
     for chunk in chunks:
         if chunk.kind == b"IEND" or not _CHUNK_TYPE.fullmatch(chunk.kind):
-            return  # Pillow stops at IEND, and at a chunk type that is not one
+            return True  # where Pillow stops reading
         if chunk.crc == _CUT:
-            raise InvalidImage(f"the PNG is truncated inside its {_name(chunk)} chunk")
+            return False
+        handled = hasattr(PngImagePlugin.PngStream, f"chunk_{chunk.kind.decode('ascii')}")
+        if chunk.kind == b"tEXt":
+            if chunk.length > _TEXT_BYTES:
+                return False  # Pillow limits the memory text may take
+        elif handled and chunk.kind != b"IDAT":
+            return False
+    return True
 
 
 def _name(chunk: _Chunk) -> str:
@@ -141,7 +162,7 @@ def _data(file: BinaryIO, chunk: _Chunk) -> Iterator[bytes]:
 
 def _header(file: BinaryIO, chunks: Iterator[_Chunk]) -> tuple[int, int, int, bool]:
     chunk = next(chunks, None)
-    if chunk is None or chunk.kind != b"IHDR" or chunk.length != 13:
+    if chunk is None or chunk.kind != b"IHDR" or chunk.length < 13:
         raise InvalidImage("the PNG does not start with an IHDR chunk")
     file.seek(chunk.start)
     width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", file.read(13))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -52,8 +51,9 @@ class _RowPlan:
     binary: bool
 
 
-_plans: weakref.WeakKeyDictionary[BaseDatabaseWrapper, dict[tuple[bool, tuple[str, ...]], _RowPlan]]
-_plans = weakref.WeakKeyDictionary()
+# Each connection (a DatabaseWrapper, one per thread) keeps its own plans in
+# this attribute, so they live and die with it.
+_PLANS_ATTRIBUTE = "_images_row_plans"
 
 
 def _row_plan(database: BaseDatabaseWrapper, with_data: bool, keys: tuple[str, ...]) -> _RowPlan:
@@ -65,7 +65,9 @@ def _row_plan(database: BaseDatabaseWrapper, with_data: bool, keys: tuple[str, .
     (aware datetimes, UUIDs, booleans) and costs nothing after the first call.
     Plans belong to a connection because converters are its methods.
     """
-    plans = _plans.setdefault(database, {})
+    plans: dict[tuple[bool, tuple[str, ...]], _RowPlan] = database.__dict__.setdefault(
+        _PLANS_ATTRIBUTE, {}
+    )
     plan = plans.get((with_data, keys))
     if plan is not None:
         return plan

@@ -33,7 +33,7 @@ class IngestResult:
     created: bool
 
 
-def image_ingest(*, device_id: str, timestamp: datetime, data: bytes | bytearray) -> IngestResult:
+def image_ingest(*, device_id: str, timestamp: datetime, data: sources.Source) -> IngestResult:
     """Check, compress losslessly and store an image.
 
     Idempotent per ``(device_id, timestamp)``: the same bytes again return the
@@ -114,7 +114,8 @@ def _insert(image: Image, data: sources.Source) -> None:
         with connection.cursor() as cursor:
             cursor.execute(f"SELECT rowid FROM {table} WHERE id = %s", [key])
             (rowid,) = cursor.fetchone()
-        with connection.connection.blobopen(Image._meta.db_table, "data", rowid) as blob:
+        column = Image._meta.get_field("data").column
+        with connection.connection.blobopen(Image._meta.db_table, column, rowid) as blob:
             for piece in sources.pieces(data, _BLOB_PIECE_BYTES):
                 blob.write(piece)
     del image.data  # deferred: not in memory

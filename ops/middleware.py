@@ -123,7 +123,10 @@ class _NotOnApiRoutes:
     def _skipped(self, request: HttpRequest) -> bool:
         if self.needed_in_token_mode and settings.IMAGES_AUTH == "token":
             return False
-        return request.path_info.startswith(settings.API_PATH_PREFIXES)
+        path = request.path_info
+        return any(
+            path == prefix or path.startswith(prefix + "/") for prefix in settings.API_PATH_PREFIXES
+        )
 
 
 class SessionMiddleware(_NotOnApiRoutes):

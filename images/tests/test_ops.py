@@ -126,6 +126,8 @@ def test_check_deploy_is_clean_with_production_settings():
         ("open", "/", True),
         ("open", "/accounts/login/", True),
         ("open", "/no-such-page", True),
+        ("open", "/collectionsX", True),
+        ("open", "/collections/images", False),
         ("token", "/devices", True),
         ("token", "/", True),
     ],

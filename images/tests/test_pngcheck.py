@@ -93,22 +93,33 @@ def test_every_truncation_is_judged_as_pillow_judges_it(interlaced):
 
 
 def judged(data: bytes) -> None:
-    """Assert the check agrees with Pillow on ``data`` (when its header passes the probe).
+    """Assert the deferred path refuses ``data`` exactly when Pillow's full decode does.
 
-    The one allowed difference: a file cut inside its IDAT data is refused,
-    where Pillow may still decode every row.
+    The check either answers (complete, or refused) or leaves the file to
+    Pillow (``False``), and ``compress(fast=True)`` then decodes it. The one
+    allowed difference: a file cut inside its IDAT data is refused, where
+    Pillow may still decode every row.
     """
     try:
         compression.probe(data)
     except DomainError:
         return  # refused before either decoder runs
     try:
-        passes = png_data_complete(data)
+        verdict: bool | str = png_data_complete(data)
     except InvalidImage as exc:
         if "truncated inside its image data" in str(exc):
             return
-        passes = False
-    assert passes == pillow_decodes(data), (len(data), passes)
+        verdict = "refused"
+    if verdict == "refused":
+        assert not pillow_decodes(data), len(data)
+    elif verdict:
+        assert pillow_decodes(data), len(data)
+    try:
+        compression.compress(data, fast=True)
+        accepted = True
+    except DomainError:
+        accepted = False
+    assert accepted == pillow_decodes(data), (len(data), verdict)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -139,26 +150,82 @@ def test_a_large_png_is_checked_without_its_raster():
     assert peak < 2 * 2**20, peak
 
 
-def png_from_scanlines(width: int, height: int, scanlines: bytes) -> bytes:
-    """An 8-bit grey PNG around ``scanlines`` (each row: a filter byte, then the samples)."""
+def chunk(kind: bytes, body: bytes) -> bytes:
+    return len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
 
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return (
-            len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
-        )
 
-    header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 0, 0, 0, 0])
+def png_from_scanlines(
+    width: int,
+    height: int,
+    scanlines: bytes,
+    *,
+    colour: int = 0,
+    before: bytes = b"",
+    after: bytes = b"",
+) -> bytes:
+    """An 8-bit PNG around ``scanlines`` (each row: a filter byte, then the samples).
+
+    ``before`` and ``after`` are chunks placed before and after the IDAT chunk.
+    """
+    header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, colour, 0, 0, 0])
     return (
         b"\x89PNG\r\n\x1a\n"
         + chunk(b"IHDR", header)
+        + before
         + chunk(b"IDAT", zlib.compress(scanlines))
+        + after
         + chunk(b"IEND", b"")
     )
 
 
+GREY_ROWS = b"".join(bytes([0]) + bytes(range(10 * row, 10 * row + 10)) for row in range(6))
+
+
+@pytest.mark.parametrize(
+    "after",
+    [
+        b"",
+        chunk(b"tEXt", b"Comment\x00fine"),
+        chunk(b"zTXt", b"Comment\x00\x00" + zlib.compress(b"fine")),
+        chunk(b"zTXt", b"Comment\x00\x01" + zlib.compress(b"unknown method")),
+        chunk(b"zTXt", b"Big\x00\x00" + zlib.compress(bytes(2_000_000))),
+        chunk(b"pHYs", b""),
+        chunk(b"gAMA", b"\x00"),
+        chunk(b"fdAT", b"\x00\x00\x00\x01" + zlib.compress(GREY_ROWS)),
+        chunk(b"tIME", b"\x07\xe8\x01\x01\x00\x00\x00"),
+        chunk(b"IDAT", b""),
+        b"\x00\x00\x00\x10tEXt",  # cut after its header
+    ],
+    ids=lambda after: after[4:8].decode("latin-1") + f"-{len(after)}",
+)
+def test_chunks_after_the_image_data_are_judged_as_pillow_judges_them(after):
+    data = png_from_scanlines(10, 6, GREY_ROWS, after=after)
+    judged(data)
+    whole = len(after) >= 12
+    if not after or (whole and after[4:8] in (b"IDAT", b"tEXt", b"tIME")):
+        assert png_data_complete(data)  # nothing there can make Pillow fail
+    else:
+        assert png_data_complete(data) is False  # left to Pillow
+
+
+@pytest.mark.parametrize("entries", [2, 256, 257])
+def test_a_palette_is_judged_as_pillow_judges_it(entries):
+    palette = chunk(b"PLTE", bytes(range(256)) * 3 if entries == 256 else bytes(3 * entries))
+    if entries == 257:
+        palette = chunk(b"PLTE", bytes(3 * 257))
+    rows = b"".join(bytes([0]) + bytes(row % 2 for _ in range(10)) for row in range(6))
+    judged(png_from_scanlines(10, 6, rows, colour=3, before=palette))
+
+
+def test_a_longer_ihdr_is_judged_as_pillow_judges_it():
+    data = png_from_scanlines(10, 6, GREY_ROWS)
+    longer = data[:8] + chunk(b"IHDR", data[16:29] + b"\x00\x00") + data[33:]
+    judged(longer)
+
+
 @pytest.mark.parametrize("filter_type", [0, 1, 2, 3, 4, 5, 255])
 def test_a_scanline_filter_type_must_be_known(filter_type):
-    rows = [bytes([0]) + bytes(range(10 * row, 10 * row + 10)) for row in range(6)]
+    rows = [GREY_ROWS[11 * row : 11 * row + 11] for row in range(6)]
     rows[4] = bytes([filter_type]) + rows[4][1:]
     data = png_from_scanlines(10, 6, b"".join(rows))
     judged(data)
