@@ -88,8 +88,9 @@ def _row_plan(database: BaseDatabaseWrapper, with_data: bool, keys: tuple[str, .
         key_fields=key_fields,
         attnames=tuple(field.attname for field in fields),
         converters=tuple(converters),
-        # See images.pgbinary: only worth it (and only needed) for the image bytes.
-        binary=with_data and database.vendor == "postgresql",
+        # See images.pgbinary. Server-side binding also lets psycopg prepare
+        # the statement once it has run a few times.
+        binary=database.vendor == "postgresql",
     )
     plans[(with_data, keys)] = plan
     return plan
