@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import IO, Any
 
 from django.conf import settings
@@ -28,32 +28,17 @@ def spool_body(stream: Any, parser_context: Mapping[str, Any] | None) -> IO[byte
     deleted when closed (or collected). The directory is Django's
     ``FILE_UPLOAD_TEMP_DIR`` (the system's temporary directory by default).
     """
-    announced = _announced(parser_context)
     spooled = tempfile.SpooledTemporaryFile(  # noqa: SIM115 - the caller owns it
         max_size=SPOOL_MEMORY_BYTES, dir=settings.FILE_UPLOAD_TEMP_DIR
     )
-    received = 0
     try:
-        while stream is not None:
-            wanted = _PIECE_BYTES if announced is None else min(_PIECE_BYTES, announced - received)
-            piece = stream.read(wanted) if wanted > 0 else b""
-            if not piece:
-                break
+        for piece in _pieces(stream, parser_context):
             spooled.write(piece)
-            received += len(piece)
-        if announced is not None and received < announced:
-            raise ParseError(f"the request body ended after {received} of its {announced} bytes")
     except BaseException:
         spooled.close()  # deletes the file now, not when collected
         raise
     spooled.seek(0)
     return spooled
-
-
-def _announced(parser_context: Mapping[str, Any] | None) -> int | None:
-    request = (parser_context or {}).get("request")
-    announced = request.META.get("CONTENT_LENGTH", "") if request is not None else ""
-    return int(announced) if announced.isdigit() else None
 
 
 def read_body(stream: Any, parser_context: Mapping[str, Any] | None) -> bytes:
@@ -63,16 +48,21 @@ def read_body(stream: Any, parser_context: Mapping[str, Any] | None) -> bytes:
     incomplete message (RFC 9112 §8), not a shorter image or document. Read
     in pieces; nothing is allocated for bytes that have not arrived.
     """
-    announced = _announced(parser_context)
-    pieces = []
+    return b"".join(_pieces(stream, parser_context))
+
+
+def _pieces(stream: Any, parser_context: Mapping[str, Any] | None) -> Iterator[bytes]:
+    """The body in pieces, up to its Content-Length; ``ParseError`` if it ends short."""
+    request = (parser_context or {}).get("request")
+    length = request.META.get("CONTENT_LENGTH", "") if request is not None else ""
+    announced = int(length) if length.isdigit() else None
     received = 0
     while stream is not None:
         wanted = _PIECE_BYTES if announced is None else min(_PIECE_BYTES, announced - received)
         piece = stream.read(wanted) if wanted > 0 else b""
         if not piece:
             break
-        pieces.append(piece)
         received += len(piece)
+        yield piece
     if announced is not None and received < announced:
         raise ParseError(f"the request body ended after {received} of its {announced} bytes")
-    return b"".join(pieces)
