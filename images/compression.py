@@ -154,7 +154,6 @@ _MOZJPEG_TIMEOUT_SECONDS = 60
 # restart marker or a fill byte (ITU-T T.81 §B.1.1.5, §F.1.2.3).
 _ENTROPY_CODED_END = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _HASH_STRIP_PIXELS = 1 << 20  # hash frames in strips: never a second copy of a whole frame
 
 
@@ -215,22 +214,20 @@ def compress(data: sources.Source, limits: Limits = Limits(), *, fast: bool = Fa
     len(data)``. Raises what :func:`probe` raises, and ``InvalidImage`` when
     any frame cannot be fully decoded (truncated or corrupt data).
     """
-    if fast and sources.head(data, 8) == _PNG_SIGNATURE:
-        info = probe(data, limits)
-        if png_data_complete(sources.as_file(data)):
-            # Nothing to try for a PNG on the fast path, so no reference
-            # decode: checking the encoding is enough, in bounded memory.
-            return Compressed(
-                data=data,
-                content_type=info.content_type,
-                width=info.width,
-                height=info.height,
-                original_size=sources.size(data),
-                frames=info.frames,
-                method="original",
-            )
-    data = sources.read_all(data)
     info = probe(data, limits)
+    if fast and info.format == "PNG" and png_data_complete(data):
+        # Nothing to try for a PNG on the fast path, so no reference decode:
+        # checking the encoding is enough, in bounded memory.
+        return Compressed(
+            data=data,
+            content_type=info.content_type,
+            width=info.width,
+            height=info.height,
+            original_size=sources.size(data),
+            frames=info.frames,
+            method="original",
+        )
+    data = sources.read_all(data)
     # Decoding every frame validates the input and is the reference the
     # candidate must match.
     reference = _fingerprint(data, limits)
@@ -459,7 +456,7 @@ def _optimised(
     options = {**_OXIPNG_OPTIONS, "level": 0} if fast else _OXIPNG_OPTIONS
     try:
         if info.format == "PNG" and not fast:
-            candidate = oxipng.optimize_from_memory(bytes(data), **options)
+            candidate = oxipng.optimize_from_memory(data, **options)
             # With reductions off oxipng keeps the IHDR; a changed one means a
             # changed bit depth or colour type, which a Pillow decode can miss.
             return (candidate, "image/png", "oxipng") if candidate[:33] == data[:33] else None

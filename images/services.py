@@ -95,7 +95,7 @@ def _insert(image: Image, data: sources.Source) -> None:
     :mod:`images.pgbinary`). Afterwards ``image.data`` is either the bytes or
     deferred (read on access).
     """
-    size = sources.size(data)
+    size = image.stored_size
     if size <= _BLOB_PIECE_BYTES or connection.vendor not in ("sqlite", "postgresql"):
         image.data = sources.read_all(data)
         image.save(force_insert=True)
