@@ -177,6 +177,22 @@ IMAGES_RATE_CLIENT = env_rate("IMAGES_RATE_CLIENT", "600/60" if IMAGES_AUTH == "
 IMAGES_OPTIMIZE = env_str("IMAGES_OPTIMIZE", "inline")
 if IMAGES_OPTIMIZE not in ("inline", "deferred"):
     raise ImproperlyConfigured("IMAGES_OPTIMIZE must be 'inline' or 'deferred'")
+# Seconds a worker holds a claimed image before another may take it over
+# (a worker that died); how often one image may be tried before it is kept
+# as received; the backlog age past which the optimiser trades ratio for speed.
+IMAGES_OPTIMIZE_LEASE = env_int("IMAGES_OPTIMIZE_LEASE", 300)
+IMAGES_OPTIMIZE_ATTEMPTS = env_int("IMAGES_OPTIMIZE_ATTEMPTS", 3)
+IMAGES_OPTIMIZE_LAG_BOUND = env_int("IMAGES_OPTIMIZE_LAG_BOUND", 60)
+
+# Where image bytes live (API.md §10): "db" (in the database row, the
+# default) or "s3://BUCKET[/PREFIX]", an S3-compatible object store at
+# S3_ENDPOINT_URL (unset: AWS), with the standard AWS_* credentials.
+IMAGES_STORAGE = env_str("IMAGES_STORAGE", "db")
+if IMAGES_STORAGE != "db" and not IMAGES_STORAGE.startswith("s3://"):
+    raise ImproperlyConfigured("IMAGES_STORAGE must be 'db' or 's3://BUCKET[/PREFIX]'")
+S3_ENDPOINT_URL = env_str("S3_ENDPOINT_URL", "") or None
+# Seconds a store request may take before the upload or download is a 503.
+S3_TIMEOUT = env_int("S3_TIMEOUT", 10)
 
 COAP_HOST = env_str("COAP_HOST", "::")
 COAP_PORT = env_int("COAP_PORT", 5683)

@@ -60,6 +60,20 @@ class ImageNotFound(DomainError):
     """No image matches (404, CoAP 4.04)."""
 
 
+class Unavailable(DomainError):
+    """A part the service stands on (the object store, the database) does not answer.
+
+    HTTP 503 with ``Retry-After``, CoAP 5.03 with Max-Age: the request was not
+    carried out and may be sent again later. ``retry_after`` is in seconds.
+    """
+
+    retry_after = 5
+
+
+class StorageUnavailable(Unavailable):
+    """The object store did not answer, or failed, or lost an object (API.md §10)."""
+
+
 def for_error(table: dict[type[DomainError], T], exc: DomainError, default: T) -> T:
     """The entry of ``table`` for ``exc``'s most specific class (front ends map codes)."""
     for cls in type(exc).__mro__:

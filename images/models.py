@@ -32,8 +32,16 @@ class Image(models.Model):
     modified_at = models.DateTimeField(default=timezone.now)
     # False while a better encoding may still replace the stored bytes.
     optimized = models.BooleanField(default=True)
-    # Last, so that listings (which defer it) never touch the blob's pages.
-    data = models.BinaryField()
+    # The optimiser's claim on a waiting image (images.optimiser): until when
+    # the worker that claimed it holds it, and how many claims it has had.
+    lease_until = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    # Where the bytes are (images.storage, the only module that reads these
+    # two): "" for this row's ``data``, else "s3://bucket/key" and ``data``
+    # is empty. Last, so that listings (which defer ``data``) never touch the
+    # blob's pages.
+    location = models.CharField(max_length=1100, blank=True, default="")
+    data = models.BinaryField(default=b"")
 
     class Meta:
         constraints = [

@@ -14,7 +14,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Count, Field, Max, Min, Q, QuerySet
 from django.db.models.expressions import Col
 
-from images import pgbinary
+from images import pgbinary, storage
 from images.errors import ImageNotFound
 from images.models import Image
 
@@ -82,7 +82,7 @@ def _row_plan(database: BaseDatabaseWrapper, with_data: bool, keys: tuple[str, .
         if found:
             converters.append((index, column, tuple(found)))
     where = " AND ".join(f"{quote(field.column)} = %s" for field in key_fields)
-    columns = ", ".join(quote(field.column) for field in fields)
+    columns = ", ".join(_column_sql(field, quote) for field in fields)
     plan = _RowPlan(
         sql=f"SELECT {columns} FROM {quote(meta.db_table)} WHERE {where}",
         key_fields=key_fields,
@@ -96,10 +96,21 @@ def _row_plan(database: BaseDatabaseWrapper, with_data: bool, keys: tuple[str, .
     return plan
 
 
+def _column_sql(field: Field, quote: Callable[[str], str]) -> str:
+    if field.name != "data":
+        return quote(field.column)
+    # The bytes come with the row only when small; a large image is streamed
+    # by images.storage (NULL here), and one in an object store has none.
+    size = quote(Image._meta.get_field("stored_size").column)
+    return f"CASE WHEN {size} <= {storage.WHOLE_READ_BYTES} THEN {quote(field.column)} END"
+
+
 def _fetch_one(*, with_data: bool, **equal: Any) -> Image | None:
     """The row whose fields equal ``equal`` (a unique index), in one query.
 
-    Without ``with_data`` the image bytes are not read (the field is deferred).
+    Without ``with_data`` the image bytes are not read (the field is
+    deferred); with it, only a small image's (:func:`images.storage.image_bytes`
+    reads the rest).
     """
     database = connections[DEFAULT_DB_ALIAS]
     plan = _row_plan(database, with_data, tuple(equal))

@@ -131,6 +131,7 @@ class ImageMetadataSerializer(serializers.ModelSerializer):
             "storedSize",
             "sha256",
             "receivedAt",
+            "optimized",
             "href",
         ]
         read_only_fields = fields

@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
+    REGISTRY,
     CollectorRegistry,
     Counter,
     Histogram,
     generate_latest,
     multiprocess,
 )
+from prometheus_client.core import GaugeMetricFamily
 
 REQUESTS = Counter("http_requests_total", "HTTP requests answered", ["method", "route", "status"])
 LATENCY = Histogram(
@@ -33,6 +36,39 @@ UPLOAD_BYTES = Counter("image_upload_bytes_total", "Image bytes received in new 
 STORED_BYTES = Counter("image_stored_bytes_total", "Image bytes stored for new uploads")
 SAVED_BYTES = Counter("image_compression_saved_bytes_total", "Bytes saved by lossless compression")
 UPLOADS = Counter("image_uploads_total", "Uploads by outcome", ["outcome"])
+OPTIMIZED = Counter(
+    "images_optimized_total",
+    "Images the optimiser finished, by result (optimized, kept, failed, gone) and effort",
+    ["result", "effort"],
+)
+
+
+class BacklogCollector:
+    """``images_optimize_backlog`` and ``images_optimize_lag_seconds``, read from the database.
+
+    The backlog is shared by every worker of every instance, so it is
+    counted where it lives when ``/metrics`` is read (one scan of a small
+    partial index), not added up from what each process saw.
+    """
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        from django.db import DatabaseError
+        from django.utils import timezone
+
+        from images.optimiser import backlog_status  # the core; imports this module
+
+        try:
+            backlog = backlog_status()
+        except DatabaseError:
+            return  # /healthz says so; the other metrics still answer
+        yield GaugeMetricFamily(
+            "images_optimize_backlog", "Images waiting for the optimiser", value=backlog.waiting
+        )
+        yield GaugeMetricFamily(
+            "images_optimize_lag_seconds",
+            "Age of the oldest image waiting for the optimiser",
+            value=backlog.lag_seconds(timezone.now()),
+        )
 
 
 @functools.cache
@@ -57,8 +93,22 @@ def render() -> tuple[bytes, str]:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
-        return generate_latest(registry), CONTENT_TYPE_LATEST
-    return generate_latest(), CONTENT_TYPE_LATEST
+    else:
+        registry = CollectorRegistry()
+        registry.register(_OwnMetrics())
+    registry.register(BacklogCollector())
+    return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+class _OwnMetrics:
+    """This process's own metrics (without multiprocess mode), beside the backlog's."""
+
+    def collect(self) -> Iterator[Any]:
+        yield from REGISTRY.collect()
+
+
+def record_optimized(result: str, *, quick: bool) -> None:
+    OPTIMIZED.labels(result, "quick" if quick else "full").inc()
 
 
 def record_upload(*, original_size: int, stored_size: int, created: bool) -> None:

@@ -14,7 +14,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.utils.module_loading import import_string
 
-from images.http.errors import error_response
+from formats.errors import error_response
 from ops import metrics
 
 logger = logging.getLogger("requests")

@@ -8,7 +8,9 @@ from collections.abc import Callable
 from django.db import DatabaseError, connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from images.http.errors import error_response
+from formats.errors import error_response
+from images import storage
+from images.errors import StorageUnavailable
 from ops import metrics
 
 View = Callable[[HttpRequest], HttpResponse]
@@ -33,20 +35,25 @@ def get_only(view: View) -> View:
 
 @get_only
 def healthz(request: HttpRequest) -> HttpResponse:
-    """200 when the database answers a query, 503 when it does not."""
+    """200 when the database answers a query and the image store (if any) answers; else 503."""
+    answer: dict[str, str] = {"status": "ok"}
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
             cursor.fetchone()
+        answer["database"] = connection.vendor
     except DatabaseError as exc:
-        return JsonResponse(
-            {"status": "unavailable", "database": type(exc).__name__},
-            status=503,
-            headers={"Cache-Control": "no-store"},
-        )
-    return JsonResponse(
-        {"status": "ok", "database": connection.vendor}, headers={"Cache-Control": "no-store"}
-    )
+        answer |= {"status": "unavailable", "database": type(exc).__name__}
+    try:
+        storage.store_check()
+        answer["storage"] = "s3" if storage.target() else "db"
+    except StorageUnavailable:
+        answer |= {"status": "unavailable", "storage": "unavailable"}
+    headers = {"Cache-Control": "no-store"}
+    if answer["status"] != "ok":
+        headers["Retry-After"] = str(StorageUnavailable.retry_after)
+        return JsonResponse(answer, status=503, headers=headers)
+    return JsonResponse(answer, headers=headers)
 
 
 @get_only

@@ -16,6 +16,7 @@ from images.errors import (
     ImageNotFound,
     ImageTooLarge,
     InvalidInput,
+    Unavailable,
     UnsupportedMediaType,
     for_error,
 )
@@ -29,6 +30,7 @@ CODES: dict[type[DomainError], Code] = {
     ImageTooLarge: Code.REQUEST_ENTITY_TOO_LARGE,
     ImageConflict: CONFLICT,
     ImageNotFound: Code.NOT_FOUND,
+    Unavailable: Code.SERVICE_UNAVAILABLE,
 }
 
 # An error answer cannot be sent block-wise (it has no ETag to reassemble it
@@ -50,9 +52,13 @@ def error_response(exc: DomainError) -> Message:
     """The response for a domain error, with Size1 on a 4.13 for a byte limit (RFC 7959 §4).
 
     Max-Age 0: without it a 4.04 could be reused for 60 s (RFC 7252 §5.10.5),
-    while the image it asked for may arrive any moment.
+    while the image it asked for may arrive any moment. A 5.03's Max-Age is
+    the time to wait before trying again.
     """
     response = Message(code=code_for(exc), payload=diagnostic(exc), max_age=0)
     if isinstance(exc, ImageTooLarge) and exc.limit is not None:
         response.opt.size1 = exc.limit
+    if isinstance(exc, Unavailable):
+        # RFC 7252 §5.9.3.4: a 5.03's Max-Age says when to try again.
+        response.opt.max_age = exc.retry_after
     return response

@@ -22,7 +22,7 @@ from aiocoap.numbers.codes import Code
 from aiocoap.numbers.optionnumbers import OptionNumber
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import InterfaceError, OperationalError, close_old_connections
 from rest_framework.exceptions import ParseError, ValidationError
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 
@@ -30,11 +30,17 @@ from formats import linkformat
 from formats.cbor import CBOR_MEDIA_TYPE, CBORParser, CBORRenderer
 from formats.json import StrictJSONParser
 from formats.linkformat import FilterError, Link, LinkFormatRenderer, parse_filters
-from images import discovery, listings, selectors, services
+from images import discovery, listings, selectors, services, storage
 from images.coap.blockwise import BlobCache, Block1Assembler, block2_slice, too_large
 from images.coap.errors import error_response
 from images.coap.security import Access, Binding
-from images.errors import DomainError, ImageNotFound, InvalidInput, UnsupportedMediaType
+from images.errors import (
+    DomainError,
+    ImageNotFound,
+    InvalidInput,
+    Unavailable,
+    UnsupportedMediaType,
+)
 from images.http.parsers import RAW_IMAGE_TYPES, body_limit
 from images.models import Image
 from images.serializers import (
@@ -70,7 +76,7 @@ METADATA_RENDERERS: dict[int, BaseRenderer] = {
     JSON: JSONRenderer(),
     LINK_FORMAT: LinkFormatRenderer(),
 }
-# Downloads by id never change: cacheable for a year, as over HTTP (immutable).
+# Downloads by id whose bytes are final: cacheable for a year, as over HTTP (immutable).
 IMMUTABLE_MAX_AGE = 31_536_000
 # Options that differ between the blocks of one Block1 upload; the others
 # identify the transfer.
@@ -81,13 +87,17 @@ def in_worker(func: Callable[P, T]) -> Callable[P, Awaitable[T]]:
     """``func`` as a coroutine run in a worker thread.
 
     Around it, Django's per-request connection handling (what its request
-    signals do for HTTP): expired or broken connections are closed.
+    signals do for HTTP): expired or broken connections are closed. A
+    database that does not answer is :class:`Unavailable` (5.03).
     """
 
     def call(*args: P.args, **kwargs: P.kwargs) -> T:
         close_old_connections()
         try:
             return func(*args, **kwargs)
+        except (OperationalError, InterfaceError) as exc:
+            # The database went away or is locked past its timeout: 5.03.
+            raise Unavailable(f"the database is not available ({type(exc).__name__})") from exc
         finally:
             close_old_connections()
 
@@ -256,7 +266,9 @@ class ImageItem(ImageDownloads, resource.PathCapable):
         image = await in_worker(selectors.image_get)(
             image_id=request.opt.uri_path[0], with_data=False
         )
-        return await self.representation(request, image, max_age=IMMUTABLE_MAX_AGE)
+        # As over HTTP: a year only once the bytes are final (API.md §10).
+        max_age = IMMUTABLE_MAX_AGE if image.optimized else settings.IMAGES_CACHE_MAX_AGE
+        return await self.representation(request, image, max_age=max_age)
 
 
 class Listing(FrontEnd):
@@ -321,7 +333,7 @@ def _find(query: Mapping[str, str]) -> Image:
 
 
 def _image_bytes(image: Image) -> bytes:
-    return bytes(selectors.image_get(image_id=image.id).data)
+    return storage.image_bytes(selectors.image_get(image_id=image.id))
 
 
 def _valid(serializer_class: type, data: Any) -> dict[str, Any]:

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Iterator
 from urllib.parse import quote
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.utils.cache import get_conditional_response
 from django.utils.http import http_date
 
 from formats.rfc3339 import format_compact
+from images import storage
 from images.compression import extension_for
 from images.http.auth import cache_visibility
 from images.http.errors import error_response
@@ -100,13 +102,17 @@ def not_modified_response(
 
 
 def image_response(request: HttpRequest, image: Image, *, immutable: bool) -> HttpResponse:
-    """The image bytes with every header the contract lists (API.md §3)."""
+    """The image bytes with every header the contract lists (API.md §3).
+
+    A small image is read whole (it usually came with its row); a large one
+    is streamed from where it is stored (:mod:`images.storage`), range by
+    range, never held whole. ``HEAD`` reads no bytes at all.
+    """
     answer = not_modified_response(request, image, immutable=immutable)
     if answer is not None:
         return answer
     headers = image_headers(image, immutable=immutable)
-    data = bytes(image.data)
-    size = len(data)
+    size = image.stored_size
     ranges = None
     range_header = request.META.get("HTTP_RANGE")
     if range_header and request.method == "GET" and _if_range_passes(request, image):
@@ -116,21 +122,38 @@ def image_response(request: HttpRequest, image: Image, *, immutable: bool) -> Ht
             response = error_response(request, 416, {"detail": [str(exc)]})
             response["Content-Range"] = f"bytes */{size}"
             return response
+    content_type = image.content_type
     if ranges is None:
-        response = HttpResponse(data, content_type=image.content_type, headers=headers)
+        body, length, status = _pieces(request, image, 0, size - 1), size, 200
     elif len(ranges) == 1:
         first, last = ranges[0]
-        response = HttpResponse(
-            data[first : last + 1], status=206, content_type=image.content_type, headers=headers
-        )
-        response["Content-Range"] = f"bytes {first}-{last}/{size}"
+        body, length, status = _pieces(request, image, first, last), last - first + 1, 206
+        headers["Content-Range"] = f"bytes {first}-{last}/{size}"
     else:
-        response = _multipart(data, ranges, image.content_type, headers)
+        boundary = secrets.token_hex(16)
+        parts = _multipart_parts(image, ranges, boundary)
+        body = _multipart_body(request, image, parts, boundary)
+        length = sum(len(head) + last - first + 1 + 2 for head, first, last in parts)
+        length += len(_closing(boundary))
+        content_type, status = f"multipart/byteranges; boundary={boundary}", 206
     if request.method == "HEAD":
-        length = len(response.content)
-        response.content = b""
-        response["Content-Length"] = str(length)
+        response = HttpResponse(status=status, content_type=content_type, headers=headers)
+    elif size <= storage.WHOLE_READ_BYTES:
+        response = HttpResponse(b"".join(body), status=status, content_type=content_type)
+    else:
+        response = StreamingHttpResponse(body, status=status, content_type=content_type)
+    for name, value in headers.items():
+        response[name] = value
+    response["Content-Length"] = str(length)
     return response
+
+
+def _pieces(request: HttpRequest, image: Image, first: int, last: int) -> Iterator[bytes]:
+    if request.method == "HEAD":
+        return iter(())
+    if image.stored_size <= storage.WHOLE_READ_BYTES:
+        return iter((storage.image_bytes(image)[first : last + 1],))
+    return storage.image_pieces(image, first, last)
 
 
 def _if_range_passes(request: HttpRequest, image: Image) -> bool:
@@ -143,22 +166,36 @@ def _if_range_passes(request: HttpRequest, image: Image) -> bool:
     return validator == http_date(image.modified_at.timestamp())
 
 
-def _multipart(
-    data: bytes, ranges: list[tuple[int, int]], content_type: str, headers: dict[str, str]
-) -> HttpResponse:
-    boundary = secrets.token_hex(16)
-    parts = []
-    for first, last in ranges:
-        parts.append(
-            f"--{boundary}\r\nContent-Type: {content_type}\r\n"
-            f"Content-Range: bytes {first}-{last}/{len(data)}\r\n\r\n".encode("ascii")
+def _multipart_parts(
+    image: Image, ranges: list[tuple[int, int]], boundary: str
+) -> list[tuple[bytes, int, int]]:
+    """Each part's header and byte range (RFC 9110 §14.6)."""
+    return [
+        (
+            f"--{boundary}\r\nContent-Type: {image.content_type}\r\n"
+            f"Content-Range: bytes {first}-{last}/{image.stored_size}\r\n\r\n".encode("ascii"),
+            first,
+            last,
         )
-        parts.append(data[first : last + 1])
-        parts.append(b"\r\n")
-    parts.append(f"--{boundary}--\r\n".encode("ascii"))
-    return HttpResponse(
-        b"".join(parts),
-        status=206,
-        content_type=f"multipart/byteranges; boundary={boundary}",
-        headers=headers,
-    )
+        for first, last in ranges
+    ]
+
+
+def _closing(boundary: str) -> bytes:
+    return f"--{boundary}--\r\n".encode("ascii")
+
+
+def _multipart_body(
+    request: HttpRequest, image: Image, parts: list[tuple[bytes, int, int]], boundary: str
+) -> Iterator[bytes]:
+    if request.method == "HEAD":
+        return iter(())
+
+    def body() -> Iterator[bytes]:
+        for head, first, last in parts:
+            yield head
+            yield from _pieces(request, image, first, last)
+            yield b"\r\n"
+        yield _closing(boundary)
+
+    return body()

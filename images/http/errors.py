@@ -11,17 +11,18 @@ import logging
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, SuspiciousOperation
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse
 from rest_framework import exceptions as drf
-from rest_framework.renderers import JSONRenderer
 
-from formats.cbor import CBOR_MEDIA_TYPE, encode_cbor
+from formats.errors import Errors, error_response
 from images.errors import (
     DomainError,
     ImageConflict,
     ImageNotFound,
     ImageTooLarge,
     InvalidInput,
+    Unavailable,
     UnsupportedMediaType,
     for_error,
 )
@@ -34,35 +35,12 @@ DOMAIN_STATUS: dict[type[DomainError], int] = {
     ImageTooLarge: 413,
     ImageConflict: 409,
     ImageNotFound: 404,
+    Unavailable: 503,
 }
-
-Errors = dict[str, list[str]]
 
 
 def status_for(exc: DomainError) -> int:
     return for_error(DOMAIN_STATUS, exc, 400)
-
-
-def _media_type(value: str) -> str:
-    return value.split(";", 1)[0].strip().lower()
-
-
-def prefers_cbor(request: HttpRequest) -> bool:
-    """CBOR when Accept prefers it; with no preference, when the body was CBOR."""
-    accept = request.headers.get("Accept", "").strip()
-    if accept and accept != "*/*":
-        preferred = request.get_preferred_type(["application/json", CBOR_MEDIA_TYPE])
-        return preferred == CBOR_MEDIA_TYPE
-    return _media_type(request.headers.get("Content-Type", "")) == CBOR_MEDIA_TYPE
-
-
-def error_response(request: HttpRequest, status: int, errors: Errors) -> HttpResponse:
-    payload = {"errors": errors}
-    if prefers_cbor(request):
-        return HttpResponse(encode_cbor(payload), status=status, content_type=CBOR_MEDIA_TYPE)
-    return HttpResponse(
-        JSONRenderer().render(payload), status=status, content_type="application/json"
-    )
 
 
 def _flatten(detail: Any) -> list[str]:
@@ -88,8 +66,15 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> HttpResponse:
 def response_for_exception(request: HttpRequest, exc: Exception) -> HttpResponse:
     """The error response for ``exc``; unexpected exceptions are logged, answered 500."""
     headers: dict[str, str] = {}
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        # The database went away, or stayed locked past its timeout: the
+        # request was not carried out, and may be sent again (API.md §10).
+        logger.warning("database unavailable on %s %s: %s", request.method, request.path, exc)
+        exc = Unavailable(f"the database is not available ({type(exc).__name__})")
     if isinstance(exc, DomainError):
         status, errors = status_for(exc), {exc.field: [exc.message]}
+        if isinstance(exc, Unavailable):
+            headers["Retry-After"] = str(exc.retry_after)
     elif isinstance(exc, drf.APIException):
         status, errors = exc.status_code, _drf_errors(exc)
         if getattr(exc, "auth_header", None):

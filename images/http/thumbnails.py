@@ -22,7 +22,7 @@ from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
-from images import selectors, thumbnails
+from images import selectors, storage, thumbnails
 from images.http import openapi
 from images.http.auth import cache_visibility, vary_on
 from images.http.errors import error_response
@@ -56,8 +56,8 @@ def thumbnail_cached(image: Image, size: int, content_type: str) -> bytes:
     key = f"thumbnail:v1:{image.sha256}:{size}:{_EXTENSIONS[content_type]}"
     data = cache.get(key)
     if data is None:
-        stored = selectors.image_get(image_id=image.id)
-        made = thumbnails.thumbnail_make(bytes(stored.data), size=size, content_type=content_type)
+        stored = storage.image_bytes(selectors.image_get(image_id=image.id))
+        made = thumbnails.thumbnail_make(stored, size=size, content_type=content_type)
         data = made.data
         cache.set(key, data, CACHE_SECONDS)
     return data

@@ -14,7 +14,7 @@ from formats.linkformat import parse
 from images.compression import pixels_equal
 from images.models import Image
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("image_storage")]
 
 TS = "2024-08-18T02:04:07Z"
 QUERY_URL = "/collections/images?deviceId={device}&timestamp=2024-08-18T02%3A04%3A07Z"

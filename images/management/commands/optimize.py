@@ -1,12 +1,18 @@
 """``optimize``: the full lossless pass for images stored by a fast one.
 
-With IMAGES_OPTIMIZE=deferred, ingest stores a quickly optimised encoding
-and marks the image pending; this command finishes the job. ``serve`` runs it
-with ``--watch`` at a lower CPU priority, so it takes what ingest leaves idle.
+With IMAGES_OPTIMIZE=deferred, ingest stores the checked image and marks it
+waiting; this command finishes the job (:mod:`images.optimiser`). ``serve``
+runs it with ``--watch`` at a lower CPU priority, so it takes what ingest
+leaves idle; any number of them may run, on any number of machines sharing
+the database, and each waiting image is finished by exactly one.
+
+A worker outlives an outage: when the database or the object store stops
+answering, it waits (doubling the wait up to a minute) and tries again.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import time
@@ -14,9 +20,13 @@ from types import FrameType
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
-from django.db import close_old_connections
+from django.db import DatabaseError, close_old_connections
 
-from images.services import image_optimize_pending
+from images.errors import Unavailable
+from images.optimiser import optimize_next
+
+logger = logging.getLogger(__name__)
+_LONGEST_WAIT_SECONDS = 60.0
 
 
 class Command(BaseCommand):
@@ -38,15 +48,33 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         total = 0
+        wait = options["interval"]
         while not stopping:
-            done = image_optimize_pending(batch=10)
-            total += done
-            if not options["watch"] and done == 0:
-                break
-            if done == 0:
-                time.sleep(options["interval"])
-            if options["watch"]:
-                # A long-lived loop, like a request cycle: drop broken or
-                # expired connections (CONN_MAX_AGE) between rounds.
+            try:
+                result = optimize_next()
+            except (DatabaseError, Unavailable) as exc:
+                if not options["watch"]:
+                    raise
+                logger.warning("optimiser: %s; trying again in %.0f s", exc, wait)
+                _sleep(wait, lambda: stopping)
+                wait = min(wait * 2, _LONGEST_WAIT_SECONDS)
                 close_old_connections()
-        self.stdout.write(f"optimised {total} images")
+                continue
+            wait = options["interval"]
+            if result is not None:
+                total += 1
+                continue
+            if not options["watch"]:
+                break
+            _sleep(options["interval"], lambda: stopping)
+            # A long-lived loop, like a request cycle: drop broken or expired
+            # connections (CONN_MAX_AGE) between rounds.
+            close_old_connections()
+        self.stdout.write(f"optimised {total} image{'' if total == 1 else 's'}")
+
+
+def _sleep(seconds: float, stopping: Any) -> None:
+    """Sleep up to ``seconds``, waking early once ``stopping()`` is true."""
+    deadline = time.monotonic() + seconds
+    while not stopping() and time.monotonic() < deadline:
+        time.sleep(min(0.2, deadline - time.monotonic()))

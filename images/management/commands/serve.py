@@ -25,6 +25,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 ROOT = Path(__file__).resolve().parents[3]
+_RESTART_PAUSE_SECONDS = 5.0
 
 
 class Command(BaseCommand):
@@ -64,13 +65,17 @@ class Command(BaseCommand):
         children = [self._http(options, env)]
         if options["coap_port"]:
             children.append(self._coap(options, env))
+        # Background work that must never take the servers down with it: a
+        # worker that exits is started again (after a pause, so that one that
+        # keeps failing does not spin).
+        helpers: dict[tuple[str, ...], subprocess.Popen] = {}
         if env["IMAGES_OPTIMIZE"] == "deferred":
-            children.append(self._manage(env, "optimize", "--watch"))
+            helpers[("optimize", "--watch")] = self._manage(env, "optimize", "--watch")
         self.stdout.write(
             f"serving HTTP on {options['host']}:{options['port']} ({options['workers']} workers)"
             + (f", CoAP on UDP {options['coap_port']}" if options["coap_port"] else "")
         )
-        self._supervise(children)
+        self._supervise(children, helpers, env)
 
     def _http(self, options: dict[str, Any], env: dict[str, str]) -> subprocess.Popen:
         command = [
@@ -107,23 +112,44 @@ class Command(BaseCommand):
     def _manage(self, env: dict[str, str], *command: str) -> subprocess.Popen:
         return _child([sys.executable, str(ROOT / "manage.py"), *command], env)
 
-    def _supervise(self, children: list[subprocess.Popen]) -> None:
+    def _supervise(
+        self,
+        children: list[subprocess.Popen],
+        helpers: dict[tuple[str, ...], subprocess.Popen],
+        env: dict[str, str],
+    ) -> None:
         stopping = False
+        restart_at: dict[tuple[str, ...], float] = {}
+
+        def everyone() -> list[subprocess.Popen]:
+            return [*children, *helpers.values()]
 
         def forward(signum: int, frame: FrameType | None) -> None:
             nonlocal stopping
             stopping = True
-            for child in children:
+            for child in everyone():
                 if child.poll() is None:
                     child.send_signal(signum)
 
         signal.signal(signal.SIGTERM, forward)
         signal.signal(signal.SIGINT, forward)
-        while any(child.poll() is None for child in children):
+        while any(child.poll() is None for child in everyone()):
             if not stopping and any(child.poll() is not None for child in children):
                 # One server died on its own: take the other down too, so a
                 # supervisor (systemd) sees the failure and restarts us.
                 forward(signal.SIGTERM, None)
+            if not stopping:
+                for command, helper in helpers.items():
+                    if helper.poll() is None:
+                        continue
+                    now = time.monotonic()
+                    if command not in restart_at:
+                        self.stderr.write(
+                            f"{command[0]} exited with code {helper.returncode}; restarting it"
+                        )
+                        restart_at[command] = now + _RESTART_PAUSE_SECONDS
+                    elif now >= restart_at.pop(command):
+                        helpers[command] = self._manage(env, *command)
             time.sleep(0.2)
         codes = [child.returncode for child in children]
         if not stopping and any(codes):

@@ -1,0 +1,151 @@
+"""Moving image bytes between the database and an object store, and checking them (API.md §10).
+
+``movestorage`` and ``checkstorage`` are thin commands over these. Both work
+image by image while the service runs: a move copies the bytes, checks the
+copy's sha256, then switches the row with a conditional UPDATE (only if the
+row still holds what was copied), so an image replaced or deleted meanwhile
+is simply taken again or skipped, and nothing is lost if the move is
+interrupted: run it again and it goes on where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.db.models import Q
+from django.utils import timezone
+
+from images import storage
+from images.errors import StorageUnavailable
+from images.models import Image
+
+_BATCH = 200
+
+
+def _rows(query: Q) -> Iterator[Image]:
+    """Every image matching ``query``, metadata only, in id order, a batch at a time."""
+    after: uuid.UUID | None = None
+    while True:
+        batch = Image.objects.defer("data").filter(query).order_by("id")
+        if after is not None:
+            batch = batch.filter(id__gt=after)
+        images = list(batch[:_BATCH])
+        yield from images
+        if len(images) < _BATCH:
+            return
+        after = images[-1].id
+
+
+def _sha256_of(pieces: Iterator[bytes]) -> str:
+    digest = hashlib.sha256()
+    for piece in pieces:
+        digest.update(piece)
+    return digest.hexdigest()
+
+
+# --- Moving -------------------------------------------------------------------
+
+
+def images_to_move(destination: str) -> Iterator[Image]:
+    """The images whose bytes are not at ``destination`` ("db" or ``s3://...``) yet."""
+    if destination == "db":
+        return _rows(~Q(location=""))
+    bucket = storage.Bucket.parse(destination)
+    return (
+        image
+        for image in _rows(~Q(location__startswith=bucket.location(bucket.prefix)))
+        if image.location != bucket.location(bucket.key_for(image))
+    )
+
+
+def image_move(image: Image, destination: str) -> bool:
+    """Copy one image's bytes to ``destination``, check them, switch the row, drop the old copy.
+
+    False when the image changed or went meanwhile (nothing is switched;
+    the copy is deleted). :class:`StorageUnavailable` when the copy does
+    not have the row's sha256, read back.
+    """
+    data = storage.image_bytes(image)
+    if hashlib.sha256(data).hexdigest() != image.sha256:
+        raise StorageUnavailable(f"image {image.id}: its stored bytes do not match its sha256")
+    current = Image.objects.filter(id=image.id, sha256=image.sha256, location=image.location)
+    if destination == "db":
+        moved = bool(current.update(location="", data=data))
+        if moved and _sha256_of(storage.image_pieces(_reloaded(image))) != image.sha256:
+            raise StorageUnavailable(f"image {image.id}: the copy in the database differs")
+    else:
+        bucket = storage.Bucket.parse(destination)
+        location = bucket.location(bucket.key_for(image))
+        storage.object_put(location, data, image.content_type)
+        copy = Image(id=image.id, sha256=image.sha256, stored_size=len(data), location=location)
+        if _sha256_of(storage.image_pieces(copy)) != image.sha256:
+            storage.object_delete(location)
+            raise StorageUnavailable(f"image {image.id}: the copy in {destination} differs")
+        moved = bool(current.update(location=location, data=b""))
+        if not moved:
+            storage.object_delete(location)
+    if moved and image.location:
+        storage.object_delete(image.location)
+    return moved
+
+
+def _reloaded(image: Image) -> Image:
+    return Image.objects.defer("data").get(id=image.id)
+
+
+# --- Checking -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Problem:
+    image_id: str
+    what: str
+    location: str
+    orphan: bool = False  # an object with no row: the one problem --repair may remove
+
+    def __str__(self) -> str:
+        where = f" ({self.location})" if self.location else ""
+        return f"image {self.image_id}: {self.what}{where}"
+
+
+def storage_check(*, grace: timedelta) -> Iterator[Problem]:
+    """Every disagreement between rows and bytes: missing or wrong bytes, objects with no row.
+
+    Each row's bytes are read and hashed. Objects are listed in every
+    bucket and prefix that rows point into and in the one new images go to;
+    an object younger than ``grace`` may belong to an upload still in
+    flight (object first, row next), so it is not judged.
+    """
+    places: set[tuple[str, str]] = set()
+    target = storage.target()
+    if target is not None:
+        places.add((target.name, target.prefix))
+    for image in _rows(Q()):
+        if image.location:
+            bucket, key = storage.split_location(image.location)
+            places.add((bucket, key[: key.rfind(str(image.id))]))
+        try:
+            found = _sha256_of(storage.image_pieces(image))
+        except StorageUnavailable as exc:
+            if not storage.object_exists(image.location):
+                yield Problem(str(image.id), "its object is missing", image.location)
+                continue
+            raise exc
+        if found != image.sha256:
+            yield Problem(str(image.id), "its bytes do not match its sha256", image.location)
+    cutoff = timezone.now() - grace
+    for bucket, prefix in sorted(places):
+        yield from _objects_without_rows(bucket, prefix, cutoff)
+
+
+def _objects_without_rows(bucket: str, prefix: str, cutoff: datetime) -> Iterator[Problem]:
+    for key, modified in storage.object_keys(bucket, prefix):
+        location = f"s3://{bucket}/{key}"
+        if modified > cutoff or Image.objects.filter(location=location).exists():
+            continue
+        image_id = key[len(prefix) :].rsplit("-", 1)[0]
+        yield Problem(image_id or key, "an object with no row", location, orphan=True)

@@ -1,0 +1,150 @@
+"""API.md §10: the optimiser's shared backlog: claims, leases, attempts, outages, metrics."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+from PIL import Image as PILImage
+
+from conftest import ROOT, png_bytes, start_runserver, stop
+from images import optimiser
+from images.errors import StorageUnavailable
+from images.models import Image
+
+pytestmark = pytest.mark.django_db
+
+URL = "/collections/images?deviceId=backlog&timestamp=2024-02-{day:02d}T00:00:00Z"
+
+
+@pytest.fixture(autouse=True)
+def deferred(settings):
+    settings.IMAGES_OPTIMIZE = "deferred"
+
+
+def jpeg(seed: int) -> bytes:
+    image = PILImage.open(io.BytesIO(png_bytes(size=(96, 64), seed=seed))).convert("RGB")
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=92)
+    return out.getvalue()
+
+
+def upload(client, day: int) -> dict:
+    response = client.post(URL.format(day=day), jpeg(day), content_type="image/jpeg")
+    assert response.status_code == 201
+    return response.json()
+
+
+def test_each_claim_takes_another_image_oldest_first(client):
+    first, second = upload(client, 1), upload(client, 2)
+    claims = [optimiser.backlog_claim(), optimiser.backlog_claim(), optimiser.backlog_claim()]
+    assert [str(claim.image_id) for claim in claims[:2]] == [first["id"], second["id"]]
+    assert claims[2] is None
+    assert [claim.attempts for claim in claims[:2]] == [1, 1]
+
+
+def test_a_dead_workers_image_is_taken_over_once_its_lease_runs_out(client, settings):
+    meta = upload(client, 1)
+    assert optimiser.backlog_claim() is not None  # this worker dies holding it
+    assert optimiser.backlog_claim() is None
+    later = timezone.now() + timedelta(seconds=settings.IMAGES_OPTIMIZE_LEASE + 1)
+    taken = optimiser.backlog_claim(now=later)
+    assert str(taken.image_id) == meta["id"]
+    assert taken.attempts == 2
+
+
+def test_an_image_that_used_up_its_attempts_is_kept_as_received(client, settings):
+    meta = upload(client, 1)
+    Image.objects.filter(id=meta["id"]).update(attempts=settings.IMAGES_OPTIMIZE_ATTEMPTS)
+    assert optimiser.optimize_next() == "kept"
+    row = Image.objects.get(id=meta["id"])
+    assert row.optimized
+    assert row.lease_until is None
+    assert row.sha256 == meta["sha256"]
+    assert optimiser.optimize_next() is None
+
+
+def test_an_image_the_optimiser_cannot_read_is_kept_as_received(client):
+    meta = upload(client, 1)
+    Image.objects.filter(id=meta["id"]).update(data=b"\xff\xd8 not a jpeg any more")
+    assert optimiser.optimize_next() == "kept"
+    assert Image.objects.get(id=meta["id"]).optimized
+
+
+def test_a_store_outage_releases_the_claim_for_later(client, settings, s3_storage):
+    meta = upload(client, 1)
+    settings.S3_ENDPOINT_URL = "http://127.0.0.1:9"
+    settings.S3_TIMEOUT = 1
+    with pytest.raises(StorageUnavailable):
+        optimiser.optimize_next()
+    row = Image.objects.get(id=meta["id"])
+    assert not row.optimized
+    assert row.lease_until is None
+
+
+def test_quick_effort_while_the_backlog_lags(client, settings):
+    upload(client, 1)
+    Image.objects.update(received_at=timezone.now() - timedelta(minutes=5))
+    settings.IMAGES_OPTIMIZE_LAG_BOUND = 60
+    assert optimiser.optimize_next() == "optimized"
+    metrics = client.get("/metrics").content.decode()
+    assert 'images_optimized_total{effort="quick",result="optimized"} 1.0' in metrics
+
+
+def test_metrics_show_the_backlog_and_its_lag(client):
+    for day in (1, 2, 3):
+        upload(client, day)
+    Image.objects.filter(timestamp__day=1).update(received_at=timezone.now() - timedelta(hours=1))
+    metrics = client.get("/metrics").content.decode()
+    assert "images_optimize_backlog 3.0" in metrics
+    lag = next(line for line in metrics.splitlines() if line.startswith("images_optimize_lag"))
+    assert 3500 < float(lag.split()[1]) < 3700
+    optimiser.optimize_pending(batch=10)
+    metrics = client.get("/metrics").content.decode()
+    assert "images_optimize_backlog 0.0" in metrics
+    assert "images_optimize_lag_seconds 0.0" in metrics
+
+
+def test_coap_and_http_promise_a_long_life_only_once_bytes_are_final(client):
+    meta = upload(client, 1)
+    assert "immutable" not in client.get(meta["href"])["Cache-Control"]
+    optimiser.optimize_pending()
+    assert "immutable" in client.get(meta["href"])["Cache-Control"]
+
+
+@pytest.mark.slow
+def test_concurrent_workers_optimise_each_image_exactly_once(tmp_path):
+    """Three ``optimize`` processes on one database share 24 waiting images."""
+    server = start_runserver(tmp_path, {"IMAGES_OPTIMIZE": "deferred"})
+    try:
+        import urllib.request
+
+        for day in range(1, 25):
+            request = urllib.request.Request(
+                server.url + URL.format(day=day),
+                data=jpeg(day),
+                headers={"Content-Type": "image/jpeg"},
+            )
+            assert urllib.request.urlopen(request).status == 201
+    finally:
+        stop(server.process)
+    env = {"DATABASE_URL": server.database_url, "PYTHONUNBUFFERED": "1"}
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "manage.py", "optimize", "--nice", "0"],
+            cwd=ROOT,
+            env={**__import__("os").environ, **env},
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    counts = [int(worker.communicate(timeout=120)[0].split()[1]) for worker in workers]
+    assert sum(counts) == 24
+    rows = server.query("SELECT optimized, attempts FROM images_image")
+    assert len(rows) == 24
+    assert all(optimized and attempts == 1 for optimized, attempts in rows)
