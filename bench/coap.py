@@ -2,8 +2,9 @@
 
 Usage: python bench/coap.py [--rounds N] [--seconds S] [--abandon N] [--abandon-blocks K]
 
-Starts ``manage.py runcoap`` on 127.0.0.1 (a free UDP port, a fresh SQLite
-file, default limits) and prints:
+Starts ``manage.py runcoap`` on 127.0.0.1 (a free UDP port, a fresh database:
+SQLite, or a throwaway PostgreSQL one when DATABASE_URL names PostgreSQL;
+default limits) and prints:
 
 - upload and download times of a 100 KB and a 1 MB PNG (noise, so the stored
   image is as large), block-wise in 1 KiB blocks, with aiocoap's client and,
@@ -38,9 +39,9 @@ from PIL import Image
 # Replace bench/ on sys.path: its http.py would shadow the standard library.
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from images.coap.blockwise import MAX_BUFFERED_BYTES, MAX_TRANSFERS  # noqa: E402 - needs the root
+from bench.support import LiveCoap, fresh_database, start_runcoap  # noqa: E402 - needs the root
+from images.coap.blockwise import MAX_BUFFERED_BYTES, MAX_TRANSFERS  # noqa: E402
 from images.compression import pixels_equal  # noqa: E402
-from images.tests.conftest_coap import LiveCoap, start_runcoap  # noqa: E402
 
 COAP_CLIENT = shutil.which("coap-client") or shutil.which("coap-client-notls")
 SIZES = (("100 KB", 100_000), ("1 MB", 1_000_000))
@@ -237,8 +238,8 @@ def main() -> None:
     parser.add_argument("--abandon-blocks", type=int, default=32)
     args = parser.parse_args()
     stamp = Timestamps()
-    with tempfile.TemporaryDirectory() as tmp:
-        server = start_runcoap(Path(tmp))
+    with tempfile.TemporaryDirectory() as tmp, fresh_database(Path(tmp)) as database_url:
+        server = start_runcoap(Path(tmp), database_url)
         try:
             print(f"{'client':20} {'image':>7} {'upload s':>9} {'download':>9} {'again':>9}")
             asyncio.run(aiocoap_times(server, args.rounds, stamp))

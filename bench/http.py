@@ -1,6 +1,7 @@
 """HTTP benchmarks against a live ``manage.py serve`` on loopback (prints figures).
 
-    python bench/http.py [--seconds 10] [--workers 2] [--rows 1000000] [--skip-rss]
+    python bench/http.py [--seconds 10] [--workers 2] [--rows 1000000]
+        [--only ingest|download|lookup|rss ...]
 
 Uses wrk (Debian package ``wrk``) as the load generator. The database is a
 fresh SQLite file, or, when DATABASE_URL names PostgreSQL, a throwaway
@@ -38,7 +39,7 @@ import threading  # noqa: E402
 import time  # noqa: E402
 import urllib.request  # noqa: E402
 
-from conftest import free_port, fresh_database_url, query_database, wait_for_port  # noqa: E402
+from bench.support import free_port, fresh_database, query_database, wait_for_port  # noqa: E402
 
 CORPUS = Path(os.environ.get("IMAGE_CORPUS", ROOT.parent / "shared" / "corpus"))
 
@@ -161,8 +162,8 @@ def populate(database_url: str, start: int, stop: int) -> None:
             db.executemany(
                 "INSERT INTO images_image (id, device_id, timestamp, content_type, width, height,"
                 " original_size, stored_size, sha256, original_sha256, received_at, modified_at,"
-                " optimized, data) VALUES (?, 'lookup', ?, 'image/png', 1, 1, 1, 1, '', '',"
-                " '2024-01-01 00:00:00', '2024-01-01 00:00:00', 1, x'00')",
+                " optimized, attempts, location, data) VALUES (?, 'lookup', ?, 'image/png', 1, 1,"
+                " 1, 1, '', '', '2024-01-01 00:00:00', '2024-01-01 00:00:00', 1, 0, '', x'00')",
                 (
                     (f"{i:032x}", f"2000-01-01 00:00:{i // 1_000_000:02d}.{i % 1_000_000:06d}")
                     for i in range(start, stop)
@@ -173,9 +174,9 @@ def populate(database_url: str, start: int, stop: int) -> None:
         database_url,
         "INSERT INTO images_image (id, device_id, timestamp, content_type, width, height,"
         " original_size, stored_size, sha256, original_sha256, received_at, modified_at,"
-        " optimized, data) SELECT md5(i::text)::uuid, 'lookup',"
+        " optimized, attempts, location, data) SELECT md5(i::text)::uuid, 'lookup',"
         " timestamp '2000-01-01' + i * interval '1 microsecond', 'image/png', 1, 1, 1, 1,"
-        " '', '', now(), now(), true, '\\x00'::bytea FROM generate_series(%s, %s - 1) AS i",
+        " '', '', now(), now(), true, 0, '', '\\x00'::bytea FROM generate_series(%s, %s - 1) AS i",
         (start, stop),
     )
 
@@ -301,7 +302,12 @@ def main() -> None:
         sys.exit("bench/http.py needs wrk: apt-get install wrk")
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-http-"))
-    database_url = fresh_database_url(tmp)
+    with fresh_database(tmp) as database_url:
+        run(args, parts, tmp, database_url)
+
+
+def run(args: argparse.Namespace, parts: set[str], tmp: Path, database_url: str) -> None:
+    """The ``parts`` asked for, against one ``serve`` on ``database_url``."""
     kind = "PostgreSQL" if database_url.startswith("postgres") else "SQLite"
     print(
         f"database: {kind}; server: manage.py serve, {args.workers} workers; {os.cpu_count()} cores"

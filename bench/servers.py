@@ -19,18 +19,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[0] = str(ROOT)
 
 import argparse  # noqa: E402
-import importlib.util  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import urllib.request  # noqa: E402
 
-from conftest import free_port, wait_for_port  # noqa: E402
-
-_spec = importlib.util.spec_from_file_location("bench_http", ROOT / "bench" / "http.py")
-bench_http = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench_http)
+from bench import http as bench_http  # noqa: E402
+from bench.support import free_port, wait_for_port  # noqa: E402
 
 SERVERS = {
     "gunicorn sync, 2 workers": "-m gunicorn -w 2 -b 127.0.0.1:{port}",

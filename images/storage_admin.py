@@ -80,7 +80,7 @@ def image_move(image: Image, destination: str) -> bool:
     else:
         bucket = storage.Bucket.parse(destination)
         location = bucket.location(bucket.key_for(image))
-        storage.object_put(location, data, image.content_type)
+        storage.object_put(location, data, image.content_type, image.sha256)
         copy = Image(id=image.id, sha256=image.sha256, stored_size=len(data), location=location)
         if _sha256_of(storage.image_pieces(copy)) != image.sha256:
             storage.object_delete(location)
