@@ -281,9 +281,9 @@ def image_forget(images: list[Image]) -> None:
 def _insert_with_bytes(image: Image, data: sources.Source) -> None:
     """INSERT ``image`` holding ``data``; a large image's bytes are written apart.
 
-    SQLite: into a ``zeroblob()`` placeholder, in pieces. PostgreSQL: with one
-    UPDATE in the same transaction that sends them in binary (see
-    :mod:`images.pgbinary`). Afterwards ``image.data`` is deferred.
+    SQLite: into a ``zeroblob()`` placeholder, in pieces. PostgreSQL: by
+    COPY, in pieces, in the same transaction (see :mod:`images.pgbinary`).
+    Afterwards ``image.data`` is deferred.
     """
     size = sources.size(data)
     if size <= PIECE_BYTES or connection.vendor not in ("sqlite", "postgresql"):
@@ -296,8 +296,13 @@ def _insert_with_bytes(image: Image, data: sources.Source) -> None:
     if connection.vendor == "postgresql":
         image.data = b""
         image.save(force_insert=True)
-        pgbinary.execute(
-            connection, f"UPDATE {table} SET data = %b WHERE id = %s", [sources.read_all(data), key]
+        pgbinary.write_bytea_in_pieces(
+            connection,
+            table=table,
+            column=connection.ops.quote_name("data"),
+            key=image.id,
+            size=size,
+            pieces=sources.pieces(data, PIECE_BYTES),
         )
     else:
         image.data = Func(Value(size), function="zeroblob", output_field=BinaryField())
