@@ -144,3 +144,40 @@ def test_serve_ingests_fast_and_optimises_in_the_background(serve):
     assert now["storedSize"] < len(sent)
     stored = urllib.request.urlopen(f"http://127.0.0.1:{port}{meta['href']}", timeout=30).read()
     assert pixels_equal(stored, sent)
+
+
+def optimiser_pids(serve_pid: int) -> list[int]:
+    """The ``manage.py optimize`` processes that ``serve`` started (its direct children)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            stat = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
+            command = open(f"/proc/{entry}/cmdline", "rb").read().split(b"\0")
+            if int(stat[1]) == serve_pid and b"optimize" in command:
+                found.append(int(entry))
+    return found
+
+
+def test_an_optimiser_that_dies_is_restarted_and_http_keeps_serving(serve, png):
+    process, port, _ = serve
+    deadline = time.monotonic() + 30
+    while not (first := optimiser_pids(process.pid)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert len(first) == 1
+    os.kill(first[0], signal.SIGKILL)
+    url = f"http://127.0.0.1:{port}/healthz"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        assert response.status == 200
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        again = optimiser_pids(process.pid)
+        if again and again != first:
+            break
+        time.sleep(0.2)
+    assert again
+    assert again != first
+    assert process.poll() is None
+    with urllib.request.urlopen(url, timeout=10) as response:
+        assert response.status == 200

@@ -148,7 +148,8 @@ class Command(BaseCommand):
                             f"{command[0]} exited with code {helper.returncode}; restarting it"
                         )
                         restart_at[command] = now + _RESTART_PAUSE_SECONDS
-                    elif now >= restart_at.pop(command):
+                    elif now >= restart_at[command]:
+                        del restart_at[command]
                         helpers[command] = self._manage(env, *command)
             time.sleep(0.2)
         codes = [child.returncode for child in children]
