@@ -10,9 +10,9 @@ server's memory, so the resources here do both directions themselves:
   and ``max_buffered_bytes`` in all; a new upload evicts the least recently
   active one when full, and uploads idle for MAX_TRANSMIT_WAIT are dropped.
 - :func:`block2_slice` cuts one block out of a complete answer, and
-  :class:`BlobCache` keeps recently served images by their sha256 (shared by
-  all clients, bounded in bytes) so that a Block2 download does not read the
-  whole image from the database for every block.
+  :class:`images.blobcache.BlobCache` keeps recently served images by their
+  sha256 (shared by all clients, bounded in bytes) so that a Block2 download
+  does not read the whole image from the database for every block.
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ BlockwiseTuple = BlockOption.BlockwiseTuple
 IDLE_TIMEOUT = 93.0
 MAX_TRANSFERS = 64
 MAX_BUFFERED_BYTES = 256 * 1024 * 1024
-BLOB_CACHE_BYTES = 64 * 1024 * 1024
 # RFC 7959 §2.2: SZX 7 is reserved; BERT (RFC 8323 §6) gives it a meaning on
 # reliable transports only, and this endpoint is UDP.
 MAX_SZX = 6
@@ -199,31 +198,3 @@ def block2_slice(
     return payload[start:end], BlockwiseTuple(
         block.block_number, end < len(payload), block.size_exponent
     )
-
-
-class BlobCache:
-    """Recently served images by sha256, least recently used out first.
-
-    Content-addressed, so an entry can never be stale. Holds at most
-    ``max_bytes`` in all; a blob larger than that is not kept.
-    """
-
-    def __init__(self, max_bytes: int = BLOB_CACHE_BYTES) -> None:
-        self._max_bytes = max_bytes
-        self._blobs: OrderedDict[str, bytes] = OrderedDict()
-        self._size = 0
-
-    def get(self, sha256: str) -> bytes | None:
-        blob = self._blobs.get(sha256)
-        if blob is not None:
-            self._blobs.move_to_end(sha256)
-        return blob
-
-    def put(self, sha256: str, blob: bytes) -> None:
-        if len(blob) > self._max_bytes or sha256 in self._blobs:
-            return
-        while self._size + len(blob) > self._max_bytes:
-            _, evicted = self._blobs.popitem(last=False)
-            self._size -= len(evicted)
-        self._blobs[sha256] = blob
-        self._size += len(blob)

@@ -31,7 +31,8 @@ from formats.cbor import CBOR_MEDIA_TYPE, CBORParser, CBORRenderer
 from formats.json import StrictJSONParser
 from formats.linkformat import FilterError, Link, LinkFormatRenderer, parse_filters
 from images import discovery, listings, selectors, services, storage
-from images.coap.blockwise import BlobCache, Block1Assembler, block2_slice, too_large
+from images.blobcache import BlobCache
+from images.coap.blockwise import Block1Assembler, block2_slice, too_large
 from images.coap.errors import error_response
 from images.coap.security import Access, Binding
 from images.errors import (

@@ -11,7 +11,8 @@ from aiocoap import Context, interfaces, resource
 from aiocoap.oscore_sitewrapper import OscoreSiteWrapper
 
 from images import discovery
-from images.coap.blockwise import BlobCache, Block1Assembler
+from images.blobcache import BlobCache
+from images.coap.blockwise import Block1Assembler
 from images.coap.resources import (
     Collections,
     DeviceImages,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from aiocoap import error
 
-from images.coap.blockwise import BlobCache, Block1Assembler, BlockwiseTuple, block2_slice
+from images.blobcache import BlobCache
+from images.coap.blockwise import Block1Assembler, BlockwiseTuple, block2_slice
 from images.errors import ImageTooLarge
 
 

@@ -1,4 +1,4 @@
-"""API.md §10 over CoAP: images in an S3 bucket, deferred optimisation, Max-Age that tells the truth."""
+"""API.md §10 over CoAP: images in an S3 bucket, deferred optimisation, truthful Max-Age."""
 
 from __future__ import annotations
 

@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 from PIL import Image as PILImage
@@ -153,8 +154,9 @@ def optimiser_pids(serve_pid: int) -> list[int]:
         if not entry.isdigit():
             continue
         with contextlib.suppress(OSError):
-            stat = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
-            command = open(f"/proc/{entry}/cmdline", "rb").read().split(b"\0")
+            proc = Path("/proc", entry)
+            stat = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            command = (proc / "cmdline").read_bytes().split(b"\0")
             if int(stat[1]) == serve_pid and b"optimize" in command:
                 found.append(int(entry))
     return found
