@@ -184,6 +184,13 @@ IMAGES_OPTIMIZE_LEASE = env_int("IMAGES_OPTIMIZE_LEASE", 300)
 IMAGES_OPTIMIZE_ATTEMPTS = env_int("IMAGES_OPTIMIZE_ATTEMPTS", 3)
 IMAGES_OPTIMIZE_LAG_BOUND = env_int("IMAGES_OPTIMIZE_LAG_BOUND", 60)
 
+# Retention (API.md §11), off (0) by default: delete images received more
+# than this many days ago; keep only each device's newest N by timestamp.
+# `serve` prunes every IMAGES_RETENTION_INTERVAL seconds when either is set.
+IMAGES_RETENTION_DAYS = env_int("IMAGES_RETENTION_DAYS", 0)
+IMAGES_RETENTION_MAX_PER_DEVICE = env_int("IMAGES_RETENTION_MAX_PER_DEVICE", 0)
+IMAGES_RETENTION_INTERVAL = env_int("IMAGES_RETENTION_INTERVAL", 300)
+
 # Where image bytes live (API.md §10): "db" (in the database row, the
 # default) or "s3://BUCKET[/PREFIX]", an S3-compatible object store at
 # S3_ENDPOINT_URL (unset: AWS), with the standard AWS_* credentials.

@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 
 from images import compression, sources, storage
 from images.errors import ImageConflict, ImageNotFound, ImageTooLarge
 from images.models import Image
+from images.thumbnail_cache import thumbnails_forget
 from ops import metrics
 
 
@@ -101,8 +102,47 @@ OPTIMIZABLE_TYPES = frozenset({"image/png", "image/jpeg"})
 
 def image_delete(*, image_id: uuid.UUID | str) -> None:
     """Delete one image, its row and then its bytes; :class:`ImageNotFound` when there is none."""
-    with transaction.atomic():
-        image = Image.objects.defer("data").filter(id=image_id).first()
-        if image is None or not Image.objects.filter(id=image.id).delete()[0]:
-            raise ImageNotFound("no image with this id")
-        storage.image_forget([image])
+    try:
+        key = uuid.UUID(str(image_id))
+    except ValueError:
+        raise ImageNotFound("no image with this id") from None
+    if not images_delete(ids=[key]):
+        raise ImageNotFound("no image with this id")
+
+
+@dataclass(frozen=True)
+class Deleted:
+    image_id: uuid.UUID
+    location: str
+    sha256: str
+
+
+def images_delete(
+    *, ids: list[uuid.UUID], received_before: datetime | None = None
+) -> list[Deleted]:
+    """Delete these images (those received before ``received_before``, if given); what went.
+
+    The rows go in one short transaction; their bytes (objects) and cached
+    thumbnails once it commits. ``DELETE ... RETURNING`` (SQLite 3.35+,
+    PostgreSQL) names exactly the rows deleted and where their bytes were at
+    that moment, so an image replaced by the optimiser meanwhile loses its
+    current object, not a former one.
+    """
+    if not ids:
+        return []
+    table = connection.ops.quote_name(Image._meta.db_table)
+    keys = [Image._meta.pk.get_db_prep_value(key, connection) for key in ids]
+    sql = f"DELETE FROM {table} WHERE id IN ({', '.join(['%s'] * len(keys))})"
+    params: list[object] = list(keys)
+    if received_before is not None:
+        sql += " AND received_at <= %s"
+        params.append(
+            Image._meta.get_field("received_at").get_db_prep_value(received_before, connection)
+        )
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(f"{sql} RETURNING id, location, sha256", params)
+        rows = cursor.fetchall()
+        deleted = [Deleted(uuid.UUID(str(key)), location, sha) for key, location, sha in rows]
+        storage.objects_forget([item.location for item in deleted])
+        transaction.on_commit(lambda: thumbnails_forget(item.sha256 for item in deleted))
+    return deleted

@@ -283,9 +283,12 @@ def image_replace(image: Image, data: bytes, **fields: Any) -> bool:
     return replaced
 
 
-def image_forget(images: list[Image]) -> None:
-    """After their rows are deleted: delete their objects, once the deletion commits."""
-    locations = [image.location for image in images if image.location]
+def objects_forget(locations: list[str]) -> None:
+    """After their rows are deleted: delete these objects, once the deletion commits.
+
+    ("" is an image whose bytes were in its row: nothing more to delete.)
+    """
+    locations = [location for location in locations if location]
     if locations:
         transaction.on_commit(lambda: [object_delete(location) for location in locations])
 

@@ -107,6 +107,13 @@ class _OwnMetrics:
         yield from REGISTRY.collect()
 
 
+PRUNED = Counter("images_pruned_total", "Images deleted by retention (IMAGES_RETENTION_*)")
+
+
+def record_pruned(count: int) -> None:
+    PRUNED.inc(count)
+
+
 def record_optimized(result: str, *, quick: bool) -> None:
     OPTIMIZED.labels(result, "quick" if quick else "full").inc()
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import uuid
 
-from django.core.cache import cache
 from django.http import HttpResponse
 from django.utils.cache import get_conditional_response, patch_vary_headers
 from drf_spectacular.utils import OpenApiResponse, extend_schema
@@ -22,17 +21,17 @@ from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
-from images import selectors, storage, thumbnails
+from images import selectors, thumbnails
 from images.http import openapi
 from images.http.auth import cache_visibility, vary_on
 from images.http.errors import error_response
 from images.models import Image
 from images.serializers import validated
+from images.thumbnail_cache import thumbnail_for
 
 # A day in HTTP caches, then a cheap revalidation by ETag: thumbnails of an
 # id never change meaning, but their bytes may improve with a new release.
 MAX_AGE = 86_400
-CACHE_SECONDS = 7 * 86_400
 _EXTENSIONS = {"image/webp": "webp", "image/jpeg": "jpeg"}
 
 
@@ -49,18 +48,6 @@ def thumbnail_etag(image: Image, size: int, content_type: str) -> str:
     # Weak (RFC 9110 §8.8.1): the same picture, though a newer Pillow may
     # encode it to other bytes.
     return f'W/"{image.sha256}-{size}-{_EXTENSIONS[content_type]}"'
-
-
-def thumbnail_cached(image: Image, size: int, content_type: str) -> bytes:
-    """The thumbnail's bytes, from the cache or made (and cached) from the stored image."""
-    key = f"thumbnail:v1:{image.sha256}:{size}:{_EXTENSIONS[content_type]}"
-    data = cache.get(key)
-    if data is None:
-        stored = storage.image_bytes(selectors.image_get(image_id=image.id))
-        made = thumbnails.thumbnail_make(stored, size=size, content_type=content_type)
-        data = made.data
-        cache.set(key, data, CACHE_SECONDS)
-    return data
 
 
 class ImageThumbnailView(APIView):
@@ -102,7 +89,7 @@ class ImageThumbnailView(APIView):
         if response.status_code == 412:
             response = error_response(django_request, 412, {"detail": ["precondition failed"]})
         elif response is probe:
-            data = thumbnail_cached(image, size, content_type)
+            data = thumbnail_for(image, size, content_type)
             response = HttpResponse(data, content_type=content_type, headers=headers)
             if request.method == "HEAD":
                 response.content = b""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import shlex
 import subprocess
@@ -23,10 +22,8 @@ from conftest import ROOT, start_runserver, stop
 from formats.linkformat import parse
 from images.compression import pixels_equal
 
-SHARED = Path(os.environ.get("SHARED_DIR", ROOT.parent / "shared"))
-COMMANDS = SHARED / "original" / "readme-curl-commands.txt"
-
-pytestmark = pytest.mark.skipif(not COMMANDS.exists(), reason=f"{COMMANDS} is not there")
+# The original README's requests, kept in the repository (testdata/README.md).
+COMMANDS = ROOT / "testdata" / "original-readme-curl-commands.txt"
 
 
 def readme_commands(base_url: str) -> list[list[str]]:

@@ -24,6 +24,8 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from images.retention import retention_enabled
+
 ROOT = Path(__file__).resolve().parents[3]
 _RESTART_PAUSE_SECONDS = 5.0
 
@@ -71,6 +73,10 @@ class Command(BaseCommand):
         helpers: dict[tuple[str, ...], subprocess.Popen] = {}
         if env["IMAGES_OPTIMIZE"] == "deferred":
             helpers[("optimize", "--watch")] = self._manage(env, "optimize", "--watch")
+        if retention_enabled():
+            helpers[("prune", "--watch", "--verbosity", "0")] = self._manage(
+                env, "prune", "--watch", "--verbosity", "0"
+            )
         self.stdout.write(
             f"serving HTTP on {options['host']}:{options['port']} ({options['workers']} workers)"
             + (f", CoAP on UDP {options['coap_port']}" if options["coap_port"] else "")
