@@ -3,7 +3,7 @@ from django.urls import path, re_path
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from images.http import errors, listing, thumbnails, views
+from images.http import errors, export, listing, thumbnails, views
 from images.pages import views as pages
 from ops import views as ops
 
@@ -32,6 +32,7 @@ urlpatterns = [
         listing.DeviceImagesView.as_view(),
         name="device-images",
     ),
+    re_path(r"^devices/(?P<device_id>.+)/export$", export.device_export, name="device-export"),
     # The gallery (HTML for people); in token mode behind a login.
     path("accounts/login/", pages.GalleryLoginView.as_view(), name="login"),
     path("accounts/logout/", LogoutView.as_view(), name="logout"),

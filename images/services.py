@@ -14,7 +14,7 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 
 from images import compression, sources, storage
-from images.errors import ImageConflict, ImageNotFound, ImageTooLarge
+from images.errors import ImageConflict, ImageNotFound, ImageTooLarge, InvalidImage
 from images.models import Image
 from images.thumbnail_cache import thumbnails_forget
 from ops import metrics
@@ -82,6 +82,58 @@ def image_ingest(*, device_id: str, timestamp: datetime, data: sources.Source) -
     return IngestResult(image, created=True)
 
 
+def image_import(
+    *,
+    device_id: str,
+    timestamp: datetime,
+    data: sources.Source,
+    expected_sha256: str | None = None,
+    original_size: int | None = None,
+) -> IngestResult:
+    """Store an image exactly as exported elsewhere: checked, not optimised again (API.md §11).
+
+    Its bytes must decode, be a format served as it is (PNG, JPEG, GIF,
+    WebP) and, when ``expected_sha256`` is given, have that hash. Idempotent
+    like :func:`image_ingest`: the same bytes again are ``created=False``,
+    other bytes :class:`ImageConflict`. The stored bytes are final
+    (``optimized``): another pass would change the sha256 the archive names.
+    """
+    limits = limits_current()
+    size = sources.size(data)
+    sha256 = sources.sha256(data)
+    if expected_sha256 is not None and sha256 != expected_sha256:
+        raise InvalidImage("the image's bytes do not have the sha256 its metadata names")
+    existing = _image_at(device_id, timestamp)
+    if existing is not None:
+        return _retried(existing, sha256)
+    info = compression.probe(data, limits)
+    if info.content_type not in STORED_AS_RECEIVED:
+        raise InvalidImage(
+            f"{info.content_type} is not stored as it is; import PNG, JPEG, GIF or WebP"
+        )
+    checked = compression.compress(data, limits, fast=True)  # every frame decodes
+    image = Image(
+        device_id=device_id,
+        timestamp=timestamp,
+        content_type=checked.content_type,
+        width=checked.width,
+        height=checked.height,
+        original_size=max(original_size or 0, size),
+        stored_size=size,
+        sha256=sha256,
+        original_sha256=sha256,
+        optimized=True,
+    )
+    try:
+        storage.image_save(image, data)
+    except IntegrityError:
+        existing = _image_at(device_id, timestamp)
+        if existing is None:
+            raise
+        return _retried(existing, sha256)
+    return IngestResult(image, created=True)
+
+
 def _image_at(device_id: str, timestamp: datetime) -> Image | None:
     return Image.objects.defer("data").filter(device_id=device_id, timestamp=timestamp).first()
 
@@ -94,6 +146,9 @@ def _retried(existing: Image, original_sha256: str) -> IngestResult:
         field="timestamp",
     )
 
+
+# The formats kept in their own format (BMP and TIFF become PNG).
+STORED_AS_RECEIVED = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
 
 # What the full pass can still shrink after a fast one (GIF and WebP are
 # stored as received either way).

@@ -102,6 +102,14 @@ def may_upload(credentials: Credentials, device_id: str | None = None) -> bool:
     return token_may_upload(token, token.subject if device_id is None else device_id)
 
 
+def may_export(credentials: Credentials, device_id: str) -> bool:
+    """A whole device's images at once: staff, a reader token, or that device's own token."""
+    token = credentials.token
+    if credentials.staff or (token is not None and token.kind == Token.Kind.READER):
+        return True
+    return token_may_upload(token, device_id)
+
+
 def may_delete(credentials: Credentials, device_id: str | None = None) -> bool:
     """A staff user, or the device token of the image's device (``None``: of any device)."""
     return credentials.staff or may_upload(credentials, device_id)
@@ -181,6 +189,19 @@ def check_read(request: HttpRequest) -> None:
             raise refusal(credentials, "reading needs a reader or device token")
     except (NotAuthenticated, AuthenticationFailed) as exc:
         # What DRF's APIView.handle_exception does for its own views.
+        exc.auth_header = www_authenticate(request)
+        raise
+
+
+def check_export(request: HttpRequest, device_id: str) -> None:
+    """The export rule (:func:`may_export`); raises 401 or 403."""
+    if not token_mode():
+        return
+    try:
+        credentials = request_credentials(request)
+        if not may_export(credentials, device_id):
+            raise refusal(credentials, "exporting needs a reader token or the device's own")
+    except (NotAuthenticated, AuthenticationFailed) as exc:
         exc.auth_header = www_authenticate(request)
         raise
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import secrets
 from collections.abc import Iterator
 from urllib.parse import quote
@@ -12,9 +11,8 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.utils.cache import get_conditional_response
 from django.utils.http import http_date
 
-from formats.rfc3339 import format_compact
 from images import storage
-from images.compression import extension_for
+from images.filenames import filename_for, safe_filename_for
 from images.http.auth import cache_visibility
 from images.http.errors import error_response
 from images.http.ranges import RangeNotSatisfiable, parse_range
@@ -23,21 +21,14 @@ from images.models import Image
 # A stored image is inert data: never let a browser sniff it into HTML or run
 # it as a page (API.md §3, §6).
 CONTENT_SECURITY_POLICY = "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; sandbox"
-_UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]")
-
-
-def filename_for(image: Image) -> str:
-    stamp = format_compact(image.timestamp)
-    return f"{image.device_id}_{stamp}.{extension_for(image.content_type)}"
 
 
 def content_disposition(image: Image) -> str:
     """``inline`` with an ASCII-safe name and the real one in ``filename*`` (RFC 6266)."""
     real = filename_for(image)
-    safe = _UNSAFE_FILENAME.sub("_", real)
-    if safe.startswith("."):
-        safe = "_" + safe[1:]
-    return f"inline; filename=\"{safe}\"; filename*=UTF-8''{quote(real, safe='')}"
+    return (
+        f"inline; filename=\"{safe_filename_for(image)}\"; filename*=UTF-8''{quote(real, safe='')}"
+    )
 
 
 def etag_for(image: Image) -> str:

@@ -1,0 +1,265 @@
+"""Export and import: a device's images as one tar file (API.md §11).
+
+The layout: for each image in time order, its stored bytes named as its
+download's file name (the ASCII-safe form, so no member escapes its
+directory), and beside it ``<same name>.json``, its metadata as the API
+serves it. Written with :mod:`tarfile` in stream mode ("w|"), so an export
+holds one piece of one image in memory whatever the device holds; read the
+same way on import, each image spooled to a temporary file until its
+metadata member arrives.
+
+Import keeps each image's ``deviceId``, ``timestamp`` and bytes (so its
+``sha256``): the bytes are checked (they must decode as the image they
+claim to be) but not optimised again. It is idempotent: an image already
+there with the same bytes is skipped, one with other bytes is a conflict,
+reported and left alone. Each image commits on its own, so an interrupted
+import loses nothing it had stored, and running it again finishes the job.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import IO, Any
+
+from rest_framework.exceptions import ValidationError
+
+from images import selectors, services, storage
+from images.errors import DomainError
+from images.filenames import safe_filename_for
+from images.models import Image
+from images.serializers import ImageKeySerializer, image_metadata, validated
+
+_PAGE = 200
+_SPOOL_IN_MEMORY = 1 << 20
+
+
+# --- Export -------------------------------------------------------------------
+
+
+def device_images_all(
+    device_id: str, start: datetime | None = None, end: datetime | None = None
+) -> Iterator[Image]:
+    """Every image of a device in time order, ``start`` <= timestamp < ``end``, page by page.
+
+    :class:`images.errors.ImageNotFound` when the device has no images.
+    """
+    after = None
+    while True:
+        page = selectors.device_images(
+            device_id=device_id, start=start, end=end, after=after, limit=_PAGE
+        )
+        yield from page.items
+        if not page.has_more:
+            return
+        after = page.items[-1].timestamp
+
+
+def all_images(start: datetime | None = None, end: datetime | None = None) -> Iterator[Image]:
+    """Every image, device by device (in id order), each device's in time order."""
+    after = None
+    while True:
+        devices = selectors.device_list(after=after, limit=_PAGE)
+        for device in devices.items:
+            yield from device_images_all(device.device_id, start, end)
+        if not devices.has_more:
+            return
+        after = devices.items[-1].device_id
+
+
+class _Pipe(io.RawIOBase):
+    """What tarfile writes, handed out piece by piece to whoever iterates the export."""
+
+    def __init__(self) -> None:
+        self.pieces: list[bytes] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self.pieces.append(bytes(data))
+        return len(data)
+
+    def drain(self) -> Iterator[bytes]:
+        pieces, self.pieces = self.pieces, []
+        yield from pieces
+
+
+class _PiecesFile(io.RawIOBase):
+    """A read-only file over an iterator of pieces (an image streamed from storage)."""
+
+    def __init__(self, pieces: Iterator[bytes]) -> None:
+        self._pieces = pieces
+        self._rest = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._rest:
+            try:
+                self._rest = next(self._pieces)
+            except StopIteration:
+                return 0
+        count = min(len(buffer), len(self._rest))
+        buffer[:count] = self._rest[:count]
+        self._rest = self._rest[count:]
+        return count
+
+
+def export_stream(images: Iterator[Image]) -> Iterator[bytes]:
+    """The tar archive of ``images``, as it is written (constant memory)."""
+    pipe = _Pipe()
+    names: set[str] = set()
+    with tarfile.open(fileobj=pipe, mode="w|", format=tarfile.PAX_FORMAT) as archive:
+        for image in images:
+            name = _unique(safe_filename_for(image), image, names)
+            mtime = image.modified_at.timestamp()
+            member = tarfile.TarInfo(name)
+            member.size, member.mtime, member.mode = image.stored_size, mtime, 0o644
+            archive.addfile(member, _PiecesFile(storage.image_pieces(image)))
+            yield from pipe.drain()
+            metadata = json.dumps(image_metadata(image), indent=1).encode() + b"\n"
+            member = tarfile.TarInfo(f"{name}.json")
+            member.size, member.mtime, member.mode = len(metadata), mtime, 0o644
+            archive.addfile(member, io.BytesIO(metadata))
+            yield from pipe.drain()
+    yield from pipe.drain()
+
+
+def _unique(name: str, image: Image, names: set[str]) -> str:
+    # Two device ids can make the same safe name ("a/b" and "a_b"): the
+    # second gets its image id before the extension.
+    if name in names:
+        stem, dot, extension = name.rpartition(".")
+        name = f"{stem}-{image.id}{dot}{extension}"
+    names.add(name)
+    return name
+
+
+# --- Import -------------------------------------------------------------------
+
+
+@dataclass
+class ImportReport:
+    stored: list[str] = field(default_factory=list)
+    already: list[str] = field(default_factory=list)
+    problems: list[tuple[str, str]] = field(default_factory=list)
+
+
+class ArchiveUnreadable(Exception):
+    """The file is not a tar archive, or it ends before its last member does."""
+
+
+def import_archive(
+    stream: IO[bytes], *, progress: Callable[[str, str], None] | None = None
+) -> ImportReport:
+    """Store every image of an export read from ``stream``; see the module docstring.
+
+    ``progress(member name, outcome)`` is called for each image as it is
+    done. Raises :class:`ArchiveUnreadable` (after storing every image that
+    came before) for a file that is not a tar archive or is cut short.
+    """
+    report = ImportReport()
+    images: dict[str, IO[bytes]] = {}
+    metadata: dict[str, dict[str, Any]] = {}
+
+    def done(name: str, outcome: str) -> None:
+        if progress is not None:
+            progress(name, outcome)
+
+    tail = _Tail(stream)
+    try:
+        with tarfile.open(fileobj=tail, mode="r|*") as archive:
+            for member in archive:
+                if not member.isfile():
+                    continue
+                base = member.name.removesuffix(".json")
+                content = archive.extractfile(member)
+                assert content is not None  # a regular file always has content
+                if member.name.endswith(".json"):
+                    try:
+                        metadata[base] = json.loads(content.read(1 << 20))
+                    except (ValueError, UnicodeDecodeError):
+                        report.problems.append((member.name, "not valid JSON metadata"))
+                        done(member.name, "bad metadata")
+                        continue
+                else:
+                    images[base] = _spooled(content)
+                if base in images and base in metadata:
+                    outcome = _import_one(base, images.pop(base), metadata.pop(base), report)
+                    done(base, outcome)
+            uncompressed = getattr(archive.fileobj, "comptype", "tar") == "tar"
+        if uncompressed and not tail.ended_with_zero_blocks():
+            # tarfile takes a stream that stops at a member boundary for the
+            # end; a whole archive ends with two zero blocks (POSIX ustar).
+            raise ArchiveUnreadable("not a complete tar archive: it ends before its end marker")
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise ArchiveUnreadable(f"not a complete tar archive: {exc}") from None
+    finally:
+        for leftover in images.values():
+            leftover.close()
+    for name in sorted(images.keys() | metadata.keys()):
+        what = "no metadata member" if name in images else "no image member"
+        report.problems.append((name, what))
+        done(name, what)
+    return report
+
+
+class _Tail(io.RawIOBase):
+    """A reader that remembers the last bytes of its stream, to see how the archive ended."""
+
+    _KEEP = 2 * tarfile.BLOCKSIZE
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._stream = stream
+        self._last = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._stream.read(len(buffer))
+        buffer[: len(data)] = data
+        if data:
+            self._last = (self._last + data)[-self._KEEP :]
+        return len(data)
+
+    def ended_with_zero_blocks(self) -> bool:
+        while self.read(1 << 16):  # what tarfile left unread: the rest of the last record
+            pass
+        return len(self._last) == self._KEEP and not any(self._last)
+
+
+def _spooled(content: IO[bytes]) -> IO[bytes]:
+    # Closed by the caller.
+    spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY)  # noqa: SIM115
+    while piece := content.read(1 << 16):
+        spool.write(piece)
+    spool.seek(0)
+    return spool
+
+
+def _import_one(name: str, data: IO[bytes], metadata: dict[str, Any], report: ImportReport) -> str:
+    with data:
+        try:
+            key = validated(ImageKeySerializer, metadata)
+            result = services.image_import(
+                **key,
+                data=data,
+                expected_sha256=metadata.get("sha256"),
+                original_size=metadata.get("originalSize"),
+            )
+        except ValidationError as exc:
+            report.problems.append((name, f"bad metadata: {exc.detail}"))
+            return "bad metadata"
+        except DomainError as exc:
+            report.problems.append((name, exc.message))
+            return type(exc).__name__
+    (report.stored if result.created else report.already).append(name)
+    return "stored" if result.created else "already there"
