@@ -60,6 +60,11 @@ def device_images_href(device_id: str) -> str:
     return f"/devices/{quote(device_id, safe='')}/images"
 
 
+def device_export_href(device_id: str) -> str:
+    """Where a device's images come as one tar file (API.md §11)."""
+    return f"/devices/{quote(device_id, safe='')}/export"
+
+
 def device_link(device_id: str) -> Link:
     """One device as a link to its listing, titled with its id (API.md §9)."""
     return Link(device_images_href(device_id), (("title", device_id),))

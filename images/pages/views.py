@@ -25,7 +25,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_safe
 
 from formats.rfc3339 import format_timestamp
-from images import selectors, services, thumbnails
+from images import discovery, selectors, services, thumbnails
 from images.errors import ImageNotFound
 from images.http import auth
 from images.models import Image
@@ -172,6 +172,13 @@ def gallery_device(request: HttpRequest, device_id: str) -> HttpResponse:
     filters = {
         name: request.GET[name] for name in ("from", "to") if valid and request.GET.get(name)
     }
+    bounds = {"from": form.start(), "to": form.end()} if valid else {}
+    export_query = urlencode(
+        {name: format_timestamp(value) for name, value in bounds.items() if value is not None}
+    )
+    export_url = discovery.device_export_href(device_id) + (
+        f"?{export_query}" if export_query else ""
+    )
     older_url = None
     if page.has_more:
         older = {**filters, "before": format_timestamp(page.items[-1].timestamp)}
@@ -187,6 +194,7 @@ def gallery_device(request: HttpRequest, device_id: str) -> HttpResponse:
             "paged": valid and form.before() is not None,
             "newest_url": "?" + urlencode(filters),
             "older_url": older_url,
+            "export_url": export_url,
         },
     )
 

@@ -10,6 +10,7 @@ import io
 import json
 import os
 import shutil
+import tarfile
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -185,3 +186,29 @@ def test_on_a_phone_the_gallery_fits_and_works_from_the_keyboard(server, browser
     assert page.evaluate(fits)
     shoot(page, screenshots, "9-phone-image")
     context.close()
+
+
+def test_the_device_page_downloads_the_filtered_images_as_one_tar(server, browser, tmp_path):
+    device = "yard cam"
+    for day, seed in (("20", 1), ("21", 2), ("22", 3)):
+        query = f"deviceId={quote(device)}&timestamp=2024-08-{day}T08:00:00Z"
+        http(server, "POST", f"/collections/images?{query}", scene(seed))
+    page = browser.new_page()
+    page.goto(server.url + f"/gallery/devices/{quote(device)}")
+    page.get_by_label("From (UTC)").fill("2024-08-21")
+    page.get_by_label("To (UTC)").fill("2024-08-22")
+    page.get_by_role("button", name="Show").click()
+    expect(page.locator(".tile img")).to_have_count(2)
+    with page.expect_download() as download_info:
+        page.get_by_role("link", name="Download all (tar)").click()
+    download = download_info.value
+    assert download.suggested_filename == "yard cam.tar"
+    with tarfile.open(download.path()) as archive:
+        names = archive.getnames()
+    assert names == [
+        "yard_cam_20240821T080000Z.png",
+        "yard_cam_20240821T080000Z.png.json",
+        "yard_cam_20240822T080000Z.png",
+        "yard_cam_20240822T080000Z.png.json",
+    ]
+    page.close()
