@@ -32,7 +32,11 @@ urlpatterns = [
         listing.DeviceImagesView.as_view(),
         name="device-images",
     ),
-    re_path(r"^devices/(?P<device_id>.+)/export$", export.device_export, name="device-export"),
+    re_path(
+        r"^devices/(?P<device_id>.+)/export$",
+        export.DeviceExportView.as_view(),
+        name="device-export",
+    ),
     # The gallery (HTML for people); in token mode behind a login.
     path("accounts/login/", pages.GalleryLoginView.as_view(), name="login"),
     path("accounts/logout/", LogoutView.as_view(), name="logout"),

@@ -60,6 +60,22 @@ class ImageNotFound(DomainError):
     """No image matches (404, CoAP 4.04)."""
 
 
+class Unauthenticated(DomainError):
+    """The request proves no identity and needs one (HTTP 401 with a challenge, CoAP 4.01)."""
+
+
+class Forbidden(DomainError):
+    """The request's identity may not do this (HTTP 403, CoAP 4.03)."""
+
+
+class RateLimited(DomainError):
+    """Too many uploads (HTTP 429 with Retry-After, CoAP 4.29 with Max-Age; RFC 6585, 8516)."""
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class Unavailable(DomainError):
     """A part the service stands on (the object store, the database) does not answer.
 

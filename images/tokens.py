@@ -50,17 +50,3 @@ def token_authenticate(raw: str) -> Token | None:
     if token is None or not hmac.compare_digest(token.digest, digest):
         return None
     return token
-
-
-def token_may_upload(token: Token | None, device_id: str) -> bool:
-    """Only a device token, for its own device id, may upload."""
-    return (
-        token is not None
-        and token.kind == Token.Kind.DEVICE
-        and hmac.compare_digest(token.subject.encode(), device_id.encode())
-    )
-
-
-def token_may_read(token: Token | None) -> bool:
-    """Reader and device tokens may read."""
-    return token is not None

@@ -12,10 +12,13 @@ from aiocoap.numbers.codes import Code
 
 from images.errors import (
     DomainError,
+    Forbidden,
     ImageConflict,
     ImageNotFound,
     ImageTooLarge,
     InvalidInput,
+    RateLimited,
+    Unauthenticated,
     Unavailable,
     UnsupportedMediaType,
     for_error,
@@ -30,6 +33,9 @@ CODES: dict[type[DomainError], Code] = {
     ImageTooLarge: Code.REQUEST_ENTITY_TOO_LARGE,
     ImageConflict: CONFLICT,
     ImageNotFound: Code.NOT_FOUND,
+    Unauthenticated: Code.UNAUTHORIZED,
+    Forbidden: Code.FORBIDDEN,
+    RateLimited: Code.TOO_MANY_REQUESTS,
     Unavailable: Code.SERVICE_UNAVAILABLE,
 }
 
@@ -58,7 +64,8 @@ def error_response(exc: DomainError) -> Message:
     response = Message(code=code_for(exc), payload=diagnostic(exc), max_age=0)
     if isinstance(exc, ImageTooLarge) and exc.limit is not None:
         response.opt.size1 = exc.limit
-    if isinstance(exc, Unavailable):
-        # RFC 7252 §5.9.3.4: a 5.03's Max-Age says when to try again.
+    if isinstance(exc, (Unavailable, RateLimited)):
+        # RFC 7252 §5.9.3.4 (5.03) and RFC 8516 §3 (4.29): Max-Age says when
+        # to try again.
         response.opt.max_age = exc.retry_after
     return response

@@ -13,9 +13,9 @@ blocks.
 from __future__ import annotations
 
 import functools
-import io
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, ParamSpec, TypeVar
+from urllib.parse import urlsplit
 
 from aiocoap import Message, error, resource
 from aiocoap.numbers.codes import Code
@@ -23,18 +23,18 @@ from aiocoap.numbers.optionnumbers import OptionNumber
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections
-from rest_framework.exceptions import ParseError, ValidationError
+from rest_framework.exceptions import ValidationError
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 
 from formats import linkformat
-from formats.cbor import CBOR_MEDIA_TYPE, CBORParser, CBORRenderer
-from formats.json import StrictJSONParser
+from formats.cbor import CBOR_MEDIA_TYPE, CBORRenderer
 from formats.linkformat import FilterError, Link, LinkFormatRenderer, parse_filters
-from images import discovery, listings, selectors, services, storage
+from images import discovery, listings, selectors, storage, uploads
+from images.access import ANONYMOUS
 from images.blobcache import BlobCache
-from images.coap.blockwise import Block1Assembler, block2_slice, too_large
+from images.coap.blockwise import Block1Assembler, block2_slice
 from images.coap.errors import error_response
-from images.coap.security import Access, Binding
+from images.coap.security import Access
 from images.errors import (
     DomainError,
     ImageNotFound,
@@ -42,11 +42,9 @@ from images.errors import (
     Unavailable,
     UnsupportedMediaType,
 )
-from images.http.parsers import RAW_IMAGE_TYPES, body_limit
 from images.models import Image
 from images.serializers import (
     ImageKeySerializer,
-    ImageUploadSerializer,
     image_metadata,
     validated,
 )
@@ -66,11 +64,10 @@ UPLOAD_FORMATS: dict[int, str] = {
     CBOR: CBOR_MEDIA_TYPE,
     **{
         number: media_type
-        for media_type in sorted(RAW_IMAGE_TYPES)
+        for media_type in sorted(uploads.RAW_IMAGE_TYPES)
         if (number := discovery.content_format(media_type)) is not None
     },
 }
-ENVELOPE_PARSERS = {"application/json": StrictJSONParser(), CBOR_MEDIA_TYPE: CBORParser()}
 # Metadata formats, rendered exactly as HTTP renders them.
 METADATA_RENDERERS: dict[int, BaseRenderer] = {
     CBOR: CBORRenderer(),
@@ -89,13 +86,16 @@ def in_worker(func: Callable[P, T]) -> Callable[P, Awaitable[T]]:
 
     Around it, Django's per-request connection handling (what its request
     signals do for HTTP): expired or broken connections are closed. A
-    database that does not answer is :class:`Unavailable` (5.03).
+    database that does not answer is :class:`Unavailable` (5.03), and a
+    serializer's validation error :class:`InvalidInput` (4.00).
     """
 
     def call(*args: P.args, **kwargs: P.kwargs) -> T:
         close_old_connections()
         try:
             return func(*args, **kwargs)
+        except ValidationError as exc:
+            raise _invalid(exc) from None  # the serializers' field errors: 4.00
         except (OperationalError, InterfaceError) as exc:
             # The database went away or is locked past its timeout: 5.03.
             raise Unavailable(f"the database is not available ({type(exc).__name__})") from exc
@@ -203,31 +203,42 @@ class ImageCollection(ImageDownloads):
         self._assembler = assembler
 
     async def render_post(self, request: Message) -> Message:
+        """Upload: :class:`images.uploads.Upload` judges and stores; this only translates.
+
+        The first block (or the only message) is judged before the client
+        sends the rest: type, announced size (Size1), and for a raw image its
+        key, who may upload as that device, and the rates.
+        """
         client = self._access.authenticate(request)
-        media_type = _upload_media_type(request)
+        upload = uploads.Upload(
+            media_type=_upload_media_type(request),
+            principal=client or ANONYMOUS,
+            query=_query(request),
+            client=_client_address(request),
+        )
         answer_format = _metadata_format(request)
-        query = _query(request)
         block1 = request.opt.block1
-        if (block1 is None or block1.block_number == 0) and media_type in RAW_IMAGE_TYPES:
-            # Refuse a bad key, or one this client may not upload as, before
-            # the client sends the rest of the image.
-            key = _valid(ImageKeySerializer, query)
-            self._access.authorize_upload(client, key["device_id"])
-        limit = body_limit(media_type, services.limits_current().max_bytes)
+        first = block1 is None or block1.block_number == 0
+        if first:
+            size = request.opt.size1 if block1 is not None else len(request.payload)
+            await in_worker(upload.admit)(size=size)
         if block1 is None:
             body = request.payload
-            if len(body) > limit:
-                raise too_large(len(body), limit)
         else:
             key = (request.remote.blockwise_key, request.get_cache_key(_NOT_TRANSFER_KEY))
             assembled = self._assembler.feed(
-                key, block1, request.payload, limit=limit, size1=request.opt.size1
+                key,
+                block1,
+                request.payload,
+                limit=uploads.body_limit(upload.media_type),
+                size1=request.opt.size1,
             )
             if assembled is None:
                 # 2.31 Continue acknowledges the block (RFC 7959 §2.9.1); the client sends the next.
                 return Message(code=Code.CONTINUE, block1=block1)
             body = assembled
-        image = await in_worker(self._ingest)(media_type, body, query, client)
+        result = await in_worker(upload.store)(body, admitted=first)
+        image = result.image
         # A retried upload gets the very same answer (API.md §9): 2.01, same Location-Path.
         response = _metadata_response(image, answer_format, code=Code.CREATED)
         response.opt.location_path = tuple(image.href.strip("/").split("/"))
@@ -240,21 +251,6 @@ class ImageCollection(ImageDownloads):
         self._access.authenticate(request)
         image = await in_worker(_find)(_query(request))
         return await self.representation(request, image, max_age=settings.IMAGES_CACHE_MAX_AGE)
-
-    def _ingest(
-        self, media_type: str, body: bytes, query: Mapping[str, str], client: Binding | None
-    ) -> Image:
-        """Parse and validate an upload as HTTP does, then ingest it (worker thread)."""
-        if media_type in RAW_IMAGE_TYPES:
-            fields = {**_valid(ImageKeySerializer, query), "data": body}
-        else:
-            try:
-                parsed = ENVELOPE_PARSERS[media_type].parse(io.BytesIO(body))
-            except ParseError as exc:
-                raise InvalidInput(str(exc.detail)) from None
-            fields = _valid(ImageUploadSerializer, parsed)
-        self._access.authorize_upload(client, fields["device_id"])
-        return services.image_ingest(**fields).image
 
 
 class ImageItem(ImageDownloads, resource.PathCapable):
@@ -286,7 +282,7 @@ class Listing(FrontEnd):
     async def respond(self, request: Message, build: Callable[[], listings.Listing]) -> Message:
         self._access.authenticate(request)
         content_format = _metadata_format(request)
-        listing = await in_worker(_listing)(build)
+        listing = await in_worker(build)()
         if content_format != LINK_FORMAT:
             payload = METADATA_RENDERERS[content_format].render(listing.data())
             return Message(payload=payload, content_format=content_format)
@@ -316,33 +312,17 @@ class DeviceImages(Listing, resource.PathCapable):
         return await self.respond(request, build)
 
 
-def _listing(build: Callable[[], listings.Listing]) -> listings.Listing:
-    """The page, with DRF's validation errors as :class:`InvalidInput` (4.00)."""
-    try:
-        return build()
-    except ValidationError as exc:
-        raise _invalid(exc) from None
-
-
 def etag_for(image: Image) -> bytes:
     """The first 8 bytes of the stored sha256 (RFC 7252 §5.10.6: at most 8 bytes)."""
     return bytes.fromhex(image.sha256[:16])
 
 
 def _find(query: Mapping[str, str]) -> Image:
-    return selectors.image_find(with_data=False, **_valid(ImageKeySerializer, query))
+    return selectors.image_find(with_data=False, **validated(ImageKeySerializer, query))
 
 
 def _image_bytes(image: Image) -> bytes:
     return storage.image_bytes(selectors.image_get(image_id=image.id))
-
-
-def _valid(serializer_class: type, data: Any) -> dict[str, Any]:
-    """The serializer's validated data, or :class:`InvalidInput` naming every field at fault."""
-    try:
-        return validated(serializer_class, data)
-    except ValidationError as exc:
-        raise _invalid(exc) from None
 
 
 def _invalid(exc: ValidationError) -> InvalidInput:
@@ -359,6 +339,11 @@ def _query(request: Message) -> dict[str, str]:
     """Uri-Query options as ``name: value`` (the last one wins, as in a query string)."""
     pairs = (option.partition("=") for option in request.opt.uri_query)
     return {name: value for name, _, value in pairs}
+
+
+def _client_address(request: Message) -> str:
+    """The peer's address, as rates count clients (without the port, which a client may change)."""
+    return urlsplit(f"coap://{request.remote.hostinfo}").hostname or request.remote.hostinfo
 
 
 def _upload_media_type(request: Message) -> str:

@@ -39,10 +39,10 @@ from aiocoap import Message, error
 from aiocoap.credentials import CredentialsMap
 from aiocoap.oscore import COSE_KID, COSE_KID_CONTEXT, FilesystemSecurityContext
 
+from images.access import DEVICE, READER, Principal
+
 log = logging.getLogger(__name__)
 
-DEVICE = "device"
-READER = "reader"
 ALGORITHM = "AES-CCM-16-64-128"  # RFC 8613 §3.2.1: the mandatory-to-implement AEAD
 KDF_HASH = "sha256"  # HKDF SHA-256, RFC 8613 §3.2.1's default
 # Every context has its own Master Secret, so the server can use one Sender
@@ -60,17 +60,11 @@ RACY_NS = 1_000_000_000
 
 
 @dataclass(frozen=True)
-class Binding:
+class Binding(Principal):
     """Whom a security context belongs to: a device or a reader (API.md §6).
 
-    A device may upload as its own ``deviceId`` and read; a reader may read.
+    What each may do is :mod:`images.access`'s to say.
     """
-
-    kind: str
-    subject: str
-
-    def may_upload(self, device_id: str) -> bool:
-        return self.kind == DEVICE and self.subject == device_id
 
     def __str__(self) -> str:
         return f"{self.kind} {self.subject!r}"
@@ -181,10 +175,10 @@ def client_binding(request: Message) -> Binding | None:
 class Access:
     """Who may use the image resources over CoAP (API.md §6).
 
-    Open mode: anyone. Token mode (``oscore_required``): reads need a
-    request protected by a provisioned context (bound to a device or a
-    reader), uploads one bound to the device whose ``deviceId`` they send.
-    Discovery stays open either way.
+    Open mode: anyone. Token mode (``oscore_required``): the image
+    resources need a request protected by a provisioned context (bound to a
+    device or a reader); what that binding may do is :mod:`images.access`'s
+    to say. Discovery stays open either way.
     """
 
     oscore_required: bool
@@ -197,11 +191,6 @@ class Access:
                 "protect this request with the OSCORE context (RFC 8613) provisioned for you"
             )
         return binding
-
-    def authorize_upload(self, binding: Binding | None, device_id: str) -> None:
-        """4.03 in token mode unless ``binding`` may upload as ``device_id``."""
-        if self.oscore_required and (binding is None or not binding.may_upload(device_id)):
-            raise error.Forbidden(f"this OSCORE context may not upload as deviceId {device_id!r}")
 
 
 class ServerContexts(CredentialsMap):

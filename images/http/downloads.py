@@ -12,8 +12,8 @@ from django.utils.cache import get_conditional_response
 from django.utils.http import http_date
 
 from images import storage
+from images.access import cache_visibility
 from images.filenames import filename_for, safe_filename_for
-from images.http.auth import cache_visibility
 from images.http.errors import error_response
 from images.http.ranges import RangeNotSatisfiable, parse_range
 from images.models import Image
@@ -39,7 +39,7 @@ def cache_headers(image: Image, *, immutable: bool) -> dict[str, str]:
     """What a 304 repeats (RFC 9110 §15.4.5) and a 200 carries too.
 
     ``public`` in open mode, ``private`` in token mode (see
-    :func:`images.http.auth.cache_visibility`).
+    :func:`images.access.cache_visibility`).
     """
     visibility = cache_visibility()
     if immutable and image.optimized:

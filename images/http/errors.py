@@ -18,14 +18,18 @@ from rest_framework import exceptions as drf
 from formats.errors import Errors, error_response
 from images.errors import (
     DomainError,
+    Forbidden,
     ImageConflict,
     ImageNotFound,
     ImageTooLarge,
     InvalidInput,
+    RateLimited,
+    Unauthenticated,
     Unavailable,
     UnsupportedMediaType,
     for_error,
 )
+from images.identity import www_authenticate
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +39,9 @@ DOMAIN_STATUS: dict[type[DomainError], int] = {
     ImageTooLarge: 413,
     ImageConflict: 409,
     ImageNotFound: 404,
+    Unauthenticated: 401,
+    Forbidden: 403,
+    RateLimited: 429,
     Unavailable: 503,
 }
 
@@ -73,8 +80,10 @@ def response_for_exception(request: HttpRequest, exc: Exception) -> HttpResponse
         exc = Unavailable(f"the database is not available ({type(exc).__name__})")
     if isinstance(exc, DomainError):
         status, errors = status_for(exc), {exc.field: [exc.message]}
-        if isinstance(exc, Unavailable):
+        if isinstance(exc, (Unavailable, RateLimited)):
             headers["Retry-After"] = str(exc.retry_after)
+        if isinstance(exc, Unauthenticated):
+            headers["WWW-Authenticate"] = www_authenticate(request)
     elif isinstance(exc, drf.APIException):
         status, errors = exc.status_code, _drf_errors(exc)
         if getattr(exc, "auth_header", None):

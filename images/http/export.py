@@ -9,16 +9,52 @@ negotiated representation. Errors are the contract's, from
 from __future__ import annotations
 
 import itertools
+from typing import Any
 from urllib.parse import quote
 
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import serializers
+from rest_framework.views import APIView
 
 from formats.errors import error_response
-from images import archive
+from images import access, archive
 from images.filenames import safe_name
-from images.http import auth
+from images.http import auth, openapi
 from images.http.errors import response_for_exception
 from images.serializers import ImageListQuerySerializer, validated
+
+
+class ImageRangeSerializer(serializers.Serializer):
+    """For the schema: the listing's ``from`` and ``to``."""
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        return {
+            "from": serializers.DateTimeField(required=False, help_text="inclusive"),
+            "to": serializers.DateTimeField(required=False, help_text="exclusive"),
+        }
+
+
+class DeviceExportView(APIView):
+    """Served outside DRF's request cycle (a byte stream, not a negotiated representation)."""
+
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        return device_export(request, kwargs["device_id"])
+
+    @extend_schema(
+        operation_id="device_export",
+        summary="A device's images as one tar file",
+        description="For each image in time order: its bytes named as its download's file name "
+        "and `<name>.json`, its metadata. `from` and `to` as for the listing. In token mode: a "
+        "reader token or the device's own.",
+        parameters=[ImageRangeSerializer],
+        responses={
+            (200, "application/x-tar"): OpenApiResponse(openapi.BINARY, "The archive."),
+            **openapi.errors(400, 401, 403, 404),
+        },
+    )
+    def get(self, request: HttpRequest, device_id: str) -> HttpResponse:
+        return device_export(request, device_id)
 
 
 def device_export(request: HttpRequest, device_id: str) -> HttpResponse:
@@ -44,6 +80,6 @@ def device_export(request: HttpRequest, device_id: str) -> HttpResponse:
         f"attachment; filename=\"{safe_name(name)}\"; filename*=UTF-8''{quote(name, safe='')}"
     )
     # The archive grows as the device sends images: always revalidate.
-    response["Cache-Control"] = f"{auth.cache_visibility()}, no-cache"
+    response["Cache-Control"] = f"{access.cache_visibility()}, no-cache"
     response["X-Content-Type-Options"] = "nosniff"
     return response

@@ -24,9 +24,9 @@ from rest_framework import serializers
 
 from formats.cbor import CBOR_MEDIA_TYPE
 from formats.linkformat import MEDIA_TYPE as LINK_FORMAT
-from images.http.auth import token_mode
-from images.http.parsers import RAW_IMAGE_TYPES
+from images.access import rules_apply
 from images.serializers import DEVICE_ID_MAX_LENGTH, ImageMetadataSerializer
+from images.uploads import RAW_IMAGE_TYPES
 
 JSON = "application/json"
 # What the service stores and serves: BMP and uncompressed TIFF become PNG,
@@ -300,7 +300,7 @@ def postprocess(
     upload = result["paths"]["/collections/images"]["post"]["responses"]
     for status in ("200", "201"):
         upload[status]["links"] = copy.deepcopy(UPLOAD_LINKS)
-    if not token_mode():
+    if not rules_apply():
         for operations in result["paths"].values():
             for operation in operations.values():
                 security = operation.get("security")

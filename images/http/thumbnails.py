@@ -22,8 +22,9 @@ from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from images import selectors, thumbnails
+from images.access import cache_visibility
 from images.http import openapi
-from images.http.auth import cache_visibility, vary_on
+from images.http.auth import vary_on
 from images.http.errors import error_response
 from images.models import Image
 from images.serializers import validated

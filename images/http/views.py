@@ -23,17 +23,17 @@ from rest_framework.permissions import AllowAny
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.throttling import BaseThrottle
 from rest_framework.views import APIView
 
 from formats.cbor import CBORParser, CBORRenderer
 from formats.json import StrictJSONParser
 from formats.linkformat import MEDIA_TYPE, FilterError, LinkFormatRenderer, parse_query_filters
-from images import discovery, selectors, services
+from images import discovery, selectors, services, uploads
 from images.http import auth, openapi
 from images.http.downloads import image_response, is_conditional, not_modified_response
 from images.http.errors import response_for_exception
-from images.http.negotiation import request_media_type
-from images.http.parsers import RAW_IMAGE_TYPES, RawImageParser, check_content_length
+from images.http.parsers import RawImageParser
 from images.models import Image
 from images.serializers import (
     ImageKeySerializer,
@@ -141,7 +141,6 @@ class ImageCollectionView(DownloadFastPath):
 
     parser_classes = [StrictJSONParser, CBORParser, RawImageParser]
     renderer_classes = [JSONRenderer, CBORRenderer, LinkFormatRenderer]
-    throttle_classes = [auth.ClientUploadThrottle]
 
     @extend_schema(
         operation_id="image_upload",
@@ -179,36 +178,34 @@ class ImageCollectionView(DownloadFastPath):
         examples=[openapi.UPLOAD_EXAMPLE],
     )
     def post(self, request: Request) -> Response:
-        """Upload. Who may, and how often, is settled before any image work.
+        """Upload: :class:`images.uploads.Upload` judges and stores; this only translates.
 
-        DRF has already checked that the client holds a device token and is
-        within its address's rate (both before the body is read). Here: the
-        size from ``Content-Length``, the fields, then the device: its token
-        and its rate. A raw upload names its device in the query, so all of
-        that happens before its body is read.
+        DRF has already checked that the client holds a device token (before
+        the body is read). ``admit`` judges the rest that needs no body, from
+        the headers and the query; ``request.data`` reads the body only after.
         """
-        media_type = request_media_type(request)
-        check_content_length(request.META, media_type, services.limits_current().max_bytes)
-        if media_type in RAW_IMAGE_TYPES:
-            key = validated(ImageKeySerializer, request.query_params)
-            self._admit(request, key["device_id"])
-            body = request.data
+        upload = uploads.Upload(
+            media_type=request.content_type,
+            principal=auth.drf_principal(request),
+            query=request.query_params,
+            client=self._client(request),
+        )
+        upload.admit(size=_content_length(request))
+        body = request.data
+        if upload.raw:
             # DRF hands an empty body over as {} without asking the parser;
             # otherwise it is the spooled file, deleted when closed.
             with io.BytesIO() if isinstance(body, dict) else body as image:
-                result = services.image_ingest(**key, data=image)
+                result = upload.store(image)
         else:
-            fields = validated(ImageUploadSerializer, request.data)
-            self._admit(request, fields["device_id"])
-            result = services.image_ingest(**fields)
+            result = upload.store(body)
         return _metadata_response(
             request, result.image, status=201 if result.created else 200, location=True
         )
 
-    def _admit(self, request: Request, device_id: str) -> None:
-        """403 unless the token is this device's; 429 past the device's rate."""
-        self.check_object_permissions(request, device_id)
-        auth.check_device_rate(device_id)
+    def _client(self, request: Request) -> str:
+        """The client's address (behind NUM_PROXIES trusted proxies, what they report)."""
+        return BaseThrottle().get_ident(request)
 
     @extend_schema(
         operation_id="image_find",
@@ -289,6 +286,13 @@ def _image_or_metadata(request: HttpRequest, image: Image, *, immutable: bool) -
     response = HttpResponse(b"" if request.method == "HEAD" else body, content_type=choice)
     response["Content-Length"] = str(len(body))
     return response
+
+
+def _content_length(request: Request) -> int | None:
+    try:
+        return int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return None
 
 
 def _metadata_response(request: Request, image: Image, *, status: int, location: bool) -> Response:

@@ -25,9 +25,9 @@ from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_safe
 
 from formats.rfc3339 import format_timestamp
-from images import discovery, selectors, services, thumbnails
+from images import access, discovery, identity, selectors, services, thumbnails
+from images.access import Principal
 from images.errors import ImageNotFound
-from images.http import auth
 from images.models import Image
 from images.pages.forms import DeviceImagesForm, DeviceListForm
 
@@ -80,7 +80,7 @@ def _gallery_access(view: Callable[..., HttpResponse]) -> Callable[..., HttpResp
 
     @functools.wraps(view)
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        if not auth.page_allows(request, auth.may_read):
+        if not _allows(request, access.may_read):
             return redirect_to_login(request.get_full_path())
         return view(request, *args, **kwargs)
 
@@ -232,11 +232,11 @@ def gallery_image_delete(request: HttpRequest, image_id: uuid.UUID) -> HttpRespo
     """GET asks for confirmation; POST (CSRF-checked by Django's middleware) deletes.
 
     In token mode only those who may delete the image through the API may
-    (:func:`images.http.auth.may_delete`). After deleting, back to the
+    (:func:`images.access.may_delete`). After deleting, back to the
     device's page, or to ``/`` if that was its last image.
     """
     image = selectors.image_get(image_id=image_id, with_data=False)
-    if not auth.page_allows(request, lambda who: auth.may_delete(who, image.device_id)):
+    if not _allows(request, lambda who: access.may_delete(who, image.device_id)):
         raise PermissionDenied("deleting needs a staff user or the image's device token")
     if request.method != "POST":
         return _render(request, "image_delete.html", {"image": image, "tile": tile(image)})
@@ -248,3 +248,8 @@ def gallery_image_delete(request: HttpRequest, image_id: uuid.UUID) -> HttpRespo
     if selectors.device_has_images(device_id=image.device_id):
         return redirect("gallery-device", device_id=image.device_id)
     return redirect("gallery")
+
+
+def _allows(request: HttpRequest, rule: Callable[[Principal], bool]) -> bool:
+    """Whether a page may be shown; a refused bearer token counts as none."""
+    return not access.rules_apply() or rule(identity.request_principal_or_anonymous(request))

@@ -21,7 +21,7 @@ from images.compression import pixels_equal
 from images.tests.conftest_coap import LiveCoap, start_runcoap
 
 MAX_IMAGE_BYTES = 1_000_000
-RAW_BODY_LIMIT = MAX_IMAGE_BYTES + 64 * 1024  # images.http.parsers.body_limit for a raw image
+RAW_BODY_LIMIT = MAX_IMAGE_BYTES + 64 * 1024  # images.uploads.body_limit for a raw image
 CONFLICT = Code(137)
 ORIGINAL_LINK = b'</collections/images>;rt="simple.act";if="core.b"'
 

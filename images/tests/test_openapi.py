@@ -12,7 +12,7 @@ from django.core.management import call_command
 from django.urls import URLPattern, URLResolver, get_resolver
 from drf_spectacular.validation import validate_schema
 
-from images.http.parsers import RAW_IMAGE_TYPES
+from images.uploads import RAW_IMAGE_TYPES
 
 pytestmark = pytest.mark.django_db
 

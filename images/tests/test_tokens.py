@@ -8,8 +8,10 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+from images import access
+from images.identity import principal_for
 from images.models import Token
-from images.tokens import token_authenticate, token_may_read, token_may_upload
+from images.tokens import token_authenticate
 
 pytestmark = pytest.mark.django_db
 
@@ -32,24 +34,31 @@ def test_issuetoken_prints_a_random_token_and_stores_only_its_hash():
     assert token_authenticate(raw).kind == "device"
 
 
-def test_a_device_token_uploads_only_as_its_device_and_may_read():
-    token = token_authenticate(issue("--device", "cam-1"))
-    assert token_may_upload(token, "cam-1")
-    assert not token_may_upload(token, "cam-2")
-    assert token_may_read(token)
+def test_a_device_token_uploads_only_as_its_device_and_may_read(settings):
+    settings.IMAGES_AUTH = "token"
+    holder = principal_for(token_authenticate(issue("--device", "cam-1")))
+    assert access.may_upload(holder, "cam-1")
+    assert not access.may_upload(holder, "cam-2")
+    assert access.may_read(holder)
+    assert access.may_export(holder, "cam-1")
+    assert not access.may_export(holder, "cam-2")
 
 
-def test_a_reader_token_reads_but_never_uploads():
-    token = token_authenticate(issue("--reader", "dashboard"))
-    assert token_may_read(token)
-    assert not token_may_upload(token, "dashboard")
+def test_a_reader_token_reads_but_never_uploads(settings):
+    settings.IMAGES_AUTH = "token"
+    holder = principal_for(token_authenticate(issue("--reader", "dashboard")))
+    assert access.may_read(holder)
+    assert not access.may_upload(holder, "dashboard")
+    assert not access.may_delete(holder, "dashboard")
+    assert access.may_export(holder, "any-device")
 
 
-def test_unknown_tokens_are_refused():
+def test_unknown_tokens_are_refused(settings):
+    settings.IMAGES_AUTH = "token"
     issue("--reader", "x")
     assert token_authenticate("img_not-a-real-token") is None
     assert token_authenticate("") is None
-    assert not token_may_read(None)
+    assert not access.may_read(principal_for(None))
 
 
 @pytest.mark.parametrize("by", ["raw", "id"])

@@ -17,9 +17,8 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from images.access import DEVICE, READER
 from images.coap.security import (
-    DEVICE,
-    READER,
     Binding,
     context_provision,
     context_revoke,
