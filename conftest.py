@@ -26,6 +26,16 @@ for _name, _value in CREDENTIALS.items():
 os.environ.setdefault("AWS_REGION", "us-east-1")
 
 ROOT = Path(__file__).resolve().parent
+# Real photographs and graphics: a few in the repository (testdata/, with
+# their sources and licences), or a larger corpus named by IMAGE_CORPUS.
+IMAGE_CORPUS = Path(os.environ.get("IMAGE_CORPUS") or ROOT / "testdata")
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff"})
+
+
+def corpus_images(suffixes: frozenset[str] = IMAGE_SUFFIXES) -> list[Path]:
+    """The corpus's images with these suffixes, by name."""
+    return sorted(path for path in IMAGE_CORPUS.iterdir() if path.suffix.lower() in suffixes)
+
 
 # The metadata keys of API.md §2, written out here (not taken from the
 # serializer) so that the tests check the code against the contract.

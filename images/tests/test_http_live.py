@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 import threading
 import urllib.error
 import urllib.request
-from pathlib import Path
 
-import pytest
-
-from conftest import LiveServer, png_bytes, start_runserver, stop
+from conftest import LiveServer, corpus_images, png_bytes, start_runserver, stop
 from images.compression import pixels_equal
 
 
@@ -107,18 +103,8 @@ def test_identical_uploads_through_two_server_processes_store_one_row(tmp_path):
         stop(second.process)
 
 
-def corpus_files() -> list[Path]:
-    directory = os.environ.get("IMAGE_CORPUS")
-    if not directory:
-        return []
-    return sorted(
-        p for p in Path(directory).iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg"}
-    )
-
-
-@pytest.mark.skipif(not corpus_files(), reason="IMAGE_CORPUS is not set")
 def test_every_corpus_image_round_trips_over_http_pixel_identical(live_server_process):
-    for index, path in enumerate(corpus_files()):
+    for index, path in enumerate(corpus_images(frozenset({".png", ".jpg", ".jpeg"}))):
         sent = path.read_bytes()
         content_type = "image/png" if path.suffix == ".png" else "image/jpeg"
         status, headers, body = request(

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import io
-import os
 import random
 import zlib
-from pathlib import Path
 
 import oxipng
 import pytest
@@ -14,11 +12,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from conftest import IMAGE_CORPUS
 from images import compression
+from images.compression.pngcheck import png_data_complete
 from images.errors import DomainError, InvalidImage
-from images.pngcheck import png_data_complete
 
-CORPUS = Path(os.environ.get("IMAGE_CORPUS", Path(__file__).resolve().parents[3] / "shared/corpus"))
+CORPUS = IMAGE_CORPUS
 
 
 def noisy_png(mode: str, size: tuple[int, int], seed: int, interlaced: bool = False) -> bytes:

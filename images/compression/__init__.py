@@ -1,0 +1,179 @@
+"""Lossless image compression: bytes in, bytes out (API.md §2, §9 "Lossless", "Limits").
+
+Pure code: no Django, DRF or aiocoap. Every failure caused by the input is one
+of the typed errors of :mod:`images.errors` (``InvalidImage`` or
+``ImageTooLarge``); nothing else escapes for bad input.
+
+What is stored, by received format:
+
+- PNG (and APNG): oxipng with every reduction off, so colour type, bit depth,
+  palette and metadata chunks stay as received (:mod:`.png`).
+- JPEG: mozjpeg's lossless optimisation (Huffman tables, progressive scans)
+  of the unchanged DCT coefficients, copying every marker (ICC, EXIF, XMP),
+  in a child process because it can exit() on corrupt input (:mod:`.mozjpeg`).
+  A multi-picture file (MPO) or one with bytes after its EOI is kept as is,
+  because the optimiser would drop everything after the first picture
+  (:mod:`.jpeg`).
+- BMP and uncompressed single-page TIFF in a mode PNG can hold: PNG.
+- GIF and WebP: as received. The stack has no re-encoder for them that is
+  known to be lossless for every frame, disposal and blend, so we do not try.
+
+Whatever an optimiser produces is decoded again and must match the received
+image frame by frame (:mod:`.verify`), and must be strictly smaller;
+otherwise the received bytes are stored. So the stored image is never larger
+than the received one. Probing and limits are in :mod:`.probing`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import oxipng
+
+from images import sources
+from images.compression import mozjpeg, png
+from images.compression.jpeg import jpeg_length
+from images.compression.pngcheck import png_data_complete
+from images.compression.probing import ImageInfo, Limits, probe
+from images.compression.verify import fingerprint, pixels_equal
+from images.errors import DomainError
+
+__all__ = [
+    "Compressed",
+    "ImageInfo",
+    "Limits",
+    "compress",
+    "extension_for",
+    "pixels_equal",
+    "probe",
+]
+
+
+@dataclass(frozen=True)
+class Compressed:
+    """What to store. ``content_type`` describes ``data``, which may differ from the input's."""
+
+    data: sources.Source  # the input itself when nothing smaller was found
+    content_type: str
+    width: int
+    height: int
+    original_size: int
+    frames: int
+    method: str  # "oxipng", "mozjpeg", "converted-png" or "original"
+
+
+_DEFAULT_LIMITS = Limits()  # frozen, so one instance serves every call
+_EXTENSIONS = {
+    "image/png": "png",
+    "image/jpeg": "jpg",
+    "image/gif": "gif",
+    "image/webp": "webp",
+    "image/bmp": "bmp",
+    "image/tiff": "tiff",
+}
+
+
+def compress(
+    data: sources.Source,
+    limits: Limits = _DEFAULT_LIMITS,
+    *,
+    fast: bool = False,
+    quick: bool = False,
+) -> Compressed:
+    """Return what to store for ``data``: a losslessly smaller encoding, or ``data`` itself.
+
+    ``data`` may be a file (a spooled upload): it is read into memory unless
+    it is a still PNG on the fast path, which is checked reading it in pieces.
+
+    ``fast`` is for the request path when a background pass follows
+    (IMAGES_OPTIMIZE=deferred): the image is checked as always (every frame
+    decoded, or for a still PNG its encoding checked by
+    :func:`images.compression.pngcheck.png_data_complete`), BMP/TIFF still
+    become PNG (at oxipng's quickest level) so that the stored format never
+    changes later, and PNG and JPEG optimisation is left to the background.
+    That keeps the request's CPU and memory to one decode at most.
+
+    ``quick`` is for the background pass while it lags behind: PNG output
+    gets one row filter and a lighter deflate (:data:`.png.QUICK`); JPEG is
+    optimised as always (mozjpeg-lossless-optimization offers no cheaper
+    setting). Measured
+    with ``bench/compress.py`` over ../shared/corpus (CPU time of the whole
+    call, mozjpeg's child included; stored / received bytes):
+
+    ===================  =================  ===============  ===============
+    effort               23 corpus files    brick.png        china.jpg
+    ===================  =================  ===============  ===============
+    full until now       1.84 s  0.8797     78 ms  0.967     73 ms  0.943
+    full                 1.31 s  0.8810     55 ms  0.967     41 ms  0.943
+    quick                0.92 s  0.8843     32 ms  0.967     40 ms  0.943
+    ===================  =================  ===============  ===============
+
+    ``quick`` does nothing with ``fast``.
+
+    The stored bytes decode (with Pillow) to the same size, mode, bit depth,
+    palette, transparency and pixels in every frame, with the same frame
+    durations; ICC, EXIF and text metadata are kept; ``len(result.data) <=
+    len(data)``. Raises what :func:`probe` raises, and ``InvalidImage`` when
+    any frame cannot be fully decoded (truncated or corrupt data).
+    """
+    info = probe(data, limits)
+    if fast and info.format == "PNG" and png_data_complete(data):
+        # Nothing to try for a PNG on the fast path, so no reference decode:
+        # checking the encoding is enough, in bounded memory.
+        return Compressed(
+            data=data,
+            content_type=info.content_type,
+            width=info.width,
+            height=info.height,
+            original_size=sources.size(data),
+            frames=info.frames,
+            method="original",
+        )
+    data = sources.read_all(data)
+    # Decoding every frame validates the input and is the reference the
+    # candidate must match.
+    reference = fingerprint(data, limits)
+    stored, content_type, method = data, info.content_type, "original"
+    candidate = _optimised(data, info, limits, fast=fast, quick=quick)
+    if candidate is not None and len(candidate[0]) < len(data):
+        try:
+            if fingerprint(candidate[0], limits) == reference:
+                stored, content_type, method = candidate
+        except DomainError:
+            pass  # an optimiser produced something undecodable: keep the original
+    return Compressed(
+        data=stored,
+        content_type=content_type,
+        width=info.width,
+        height=info.height,
+        original_size=len(data),
+        frames=info.frames,
+        method=method,
+    )
+
+
+def extension_for(content_type: str) -> str:
+    """File extension (no dot) for a content type :func:`compress` produces; "bin" otherwise."""
+    return _EXTENSIONS.get(content_type.split(";")[0].strip().lower(), "bin")
+
+
+def _optimised(
+    data: bytes, info: ImageInfo, limits: Limits, *, fast: bool, quick: bool
+) -> tuple[bytes, str, str] | None:
+    """An unverified candidate (bytes, content type, method) for ``data``, or None."""
+    options = png.CHECK if fast else png.QUICK if quick else png.FULL
+    try:
+        if info.format in ("BMP", "TIFF") and info.frames == 1:
+            candidate = png.converted(data, limits, options)
+            return None if candidate is None else (candidate, "image/png", "converted-png")
+        if fast:
+            return None  # PNG and JPEG are left to the background pass
+        if info.format == "PNG":
+            candidate = png.optimise(data, options)
+            return None if candidate is None else (candidate, "image/png", "oxipng")
+        if info.format == "JPEG" and info.frames == 1 and jpeg_length(data) == len(data):
+            candidate = mozjpeg.optimise(data)
+            return None if candidate is None else (candidate, "image/jpeg", "mozjpeg")
+    except (oxipng.PngError, DomainError):
+        pass  # an optimiser or Pillow refused this input: the original is stored
+    return None

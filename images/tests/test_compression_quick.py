@@ -1,0 +1,106 @@
+"""The quick effort (``compress(..., quick=True)``): cheaper, still lossless and never larger."""
+
+from __future__ import annotations
+
+import random
+import struct
+import time
+
+import pytest
+from PIL import Image, PngImagePlugin
+
+from images.compression import compress, pixels_equal
+from images.tests.conftest_compression import (
+    ICC,
+    assert_lossless,
+    decoded,
+    encode,
+    info,
+    pattern,
+    png16,
+    png_ihdr,
+    png_samples,
+)
+
+
+def camera_like(size: tuple[int, int] = (384, 256)) -> Image.Image:
+    """Smooth light with sensor noise, in colour: the images the efforts were chosen for."""
+    bands = []
+    for band, sigma in enumerate((6, 8, 10)):
+        light = Image.linear_gradient("L").rotate(40 * band).resize(size)
+        bands.append(Image.blend(light, Image.effect_noise(size, sigma), 0.25))
+    return Image.merge("RGB", bands)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "LA", "1", "P", "I;16"])
+def test_quick_effort_keeps_png_pixels_and_mode(mode: str) -> None:
+    data = encode(pattern(mode), "PNG", compress_level=1)
+    stored = assert_lossless(data, "oxipng", quick=True)
+    assert len(stored) < len(data)
+    assert png_ihdr(stored)[2:] == png_ihdr(data)[2:]  # bit depth and colour type
+
+
+def test_quick_effort_keeps_every_bit_of_16bit_colour_png() -> None:
+    rng = random.Random(6)
+    samples = b"".join(
+        struct.pack(">H", ((x + y) * 1000 + rng.randrange(256)) % 65536)
+        for y in range(16)
+        for x in range(24)
+        for _ in range(4)
+    )
+    data = png16(24, 16, 6, samples)
+    result = compress(data, quick=True)
+    assert result.method == "oxipng"
+    assert png_samples(result.data) == png_samples(data)
+
+
+def test_quick_effort_keeps_png_icc_and_text_chunks() -> None:
+    text = PngImagePlugin.PngInfo()
+    text.add_text("Comment", "compressed " * 20, zip=True)
+    data = encode(pattern("RGB"), "PNG", compress_level=1, pnginfo=text, icc_profile=ICC)
+    stored = assert_lossless(data, "oxipng", quick=True)
+    assert info(stored)["icc_profile"] == ICC
+    assert info(stored)["Comment"] == "compressed " * 20
+
+
+def test_quick_effort_still_optimises_jpeg_and_converts_bmp_and_tiff() -> None:
+    assert_lossless(
+        encode(pattern("RGB", (128, 96)), "JPEG", icc_profile=ICC), "mozjpeg", quick=True
+    )
+    assert_lossless(encode(pattern("RGB"), "BMP"), "converted-png", quick=True)
+    tiff = encode(pattern("RGB"), "TIFF", icc_profile=ICC)
+    result = compress(tiff, quick=True)
+    assert (result.content_type, result.method) == ("image/png", "converted-png")
+    assert decoded(result.data) == decoded(tiff)
+    assert info(result.data)["icc_profile"] == ICC
+
+
+def test_quick_effort_never_stores_more_than_it_received() -> None:
+    # What the full effort stored is beyond the quick effort's reach.
+    optimal = compress(encode(camera_like(), "PNG")).data
+    result = compress(optimal, quick=True)
+    assert (result.data, result.method) == (optimal, "original")
+
+
+def test_quick_effort_costs_less_cpu_than_the_full_one() -> None:
+    data = encode(camera_like((512, 384)), "PNG", compress_level=9)
+
+    def cpu_seconds(quick: bool) -> float:
+        runs = []
+        for _ in range(3):
+            started = time.process_time()  # every thread: oxipng runs on several
+            result = compress(data, quick=quick)
+            runs.append(time.process_time() - started)
+        assert result.method == "oxipng"
+        assert pixels_equal(data, result.data)
+        return min(runs)
+
+    assert cpu_seconds(quick=True) < 0.8 * cpu_seconds(quick=False)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "BMP", "JPEG"])
+def test_quick_changes_nothing_on_the_fast_path(fmt: str) -> None:
+    data = encode(pattern("RGB"), fmt)
+    fast = compress(data, fast=True)
+    both = compress(data, fast=True, quick=True)
+    assert (both.data, both.method) == (fast.data, fast.method)
