@@ -22,7 +22,7 @@ from aiocoap.numbers.codes import Code
 from aiocoap.numbers.optionnumbers import OptionNumber
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, close_old_connections
+from django.db import InterfaceError, OperationalError, close_old_connections, reset_queries
 from rest_framework.exceptions import ValidationError
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 
@@ -91,6 +91,9 @@ def in_worker(func: Callable[P, T]) -> Callable[P, Awaitable[T]]:
     """
 
     def call(*args: P.args, **kwargs: P.kwargs) -> T:
+        # What Django's request_started signal does for HTTP; without it the
+        # query log of DEBUG grows to 9,000 entries, images' bytes included.
+        reset_queries()
         close_old_connections()
         try:
             return func(*args, **kwargs)

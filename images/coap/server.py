@@ -12,6 +12,7 @@ from aiocoap.oscore_sitewrapper import OscoreSiteWrapper
 
 from images import discovery
 from images.blobcache import BlobCache
+from images.coap import dedup
 from images.coap.blockwise import Block1Assembler
 from images.coap.resources import (
     Collections,
@@ -64,6 +65,7 @@ async def serve(
         contexts = ServerContexts(oscore_dir)
         site = OscoreSiteWrapper(site, contexts)
     context = await Context.create_server_context(site, bind=(host, port), transports=["udp6"])
+    dedup.install(context)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
