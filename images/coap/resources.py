@@ -13,6 +13,9 @@ blocks.
 from __future__ import annotations
 
 import functools
+import json
+import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, ParamSpec, TypeVar
 from urllib.parse import urlsplit
@@ -49,6 +52,7 @@ from images.serializers import (
     validated,
 )
 
+request_log = logging.getLogger("requests")
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -115,10 +119,29 @@ class FrontEnd(resource.Resource):
     bounds (see ``blockwise``), never by aiocoap's unbounded spool.
     """
 
+    # Where the site mounts this resource (set by ``images.coap.server``):
+    # a resource sees only the rest of the path below it.
+    mounted_at: tuple[str, ...] = ()
+
     async def needs_blockwise_assembly(self, request: Message) -> bool:
         return False
 
     async def render(self, request: Message) -> Message:
+        """The answer, and one JSON line per request on the ``requests`` logger, as HTTP writes."""
+        started = time.perf_counter()
+        code: Code | None = None
+        try:
+            response = await self._answer(request)
+            code = response.code
+            return response
+        except error.RenderableError as exc:
+            code = getattr(exc, "code", Code.INTERNAL_SERVER_ERROR)
+            raise
+        finally:
+            path = (*self.mounted_at, *request.opt.uri_path)
+            _log_request(request, path, code, time.perf_counter() - started)
+
+    async def _answer(self, request: Message) -> Message:
         try:
             response = await super().render(request)
         except DomainError as exc:
@@ -134,6 +157,30 @@ class FrontEnd(resource.Resource):
             if response.opt.block2 is not None and response.opt.block2.block_number == 0:
                 response.opt.size2 = total  # RFC 7959 §4: the client learns the total size
         return response
+
+
+def _log_request(
+    request: Message, path: tuple[str, ...], code: Code | None, seconds: float
+) -> None:
+    """One JSON line, as HTTP writes (ops.middleware), on the same logger."""
+    if not request_log.isEnabledFor(logging.INFO):
+        return
+    block1 = request.opt.block1
+    request_log.info(
+        json.dumps(
+            {
+                "transport": "coap",
+                "method": request.code.name,
+                "path": "/" + "/".join(path),
+                "status": "unanswered" if code is None else code.dotted,
+                "ms": round(seconds * 1000, 2),
+                "bytes_in": len(request.payload),
+                "block1": None if block1 is None else block1.block_number,
+                "remote": request.remote.hostinfo,
+            },
+            ensure_ascii=False,
+        )
+    )
 
 
 class WellKnownCore(FrontEnd):

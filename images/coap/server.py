@@ -6,6 +6,7 @@ import asyncio
 import signal
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from aiocoap import Context, interfaces, resource
 from aiocoap.oscore_sitewrapper import OscoreSiteWrapper
@@ -18,6 +19,7 @@ from images.coap.resources import (
     Collections,
     DeviceImages,
     DeviceList,
+    FrontEnd,
     ImageCollection,
     ImageItem,
     WellKnownCore,
@@ -25,11 +27,20 @@ from images.coap.resources import (
 from images.coap.security import Access, ServerContexts
 
 
+class _MountingSite(resource.Site):
+    """Tells each resource where it is mounted (for the request log)."""
+
+    def add_resource(self, path: tuple[str, ...], resource: Any) -> None:
+        if isinstance(resource, FrontEnd):
+            resource.mounted_at = tuple(path)
+        super().add_resource(path, resource)
+
+
 def site_build(*, access: Access) -> resource.Site:
     """Every CoAP resource at its path, sharing one bounded image cache."""
     blobs = BlobCache()
     images_path = tuple(discovery.IMAGES.href.strip("/").split("/"))
-    site = resource.Site()
+    site = _MountingSite()
     site.add_resource((".well-known", "core"), WellKnownCore())
     site.add_resource(("collections",), Collections())
     site.add_resource(

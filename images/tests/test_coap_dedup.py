@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from aiocoap import CON, GET, POST, Context, Message
@@ -18,8 +20,13 @@ from images.tests.conftest_coap import LiveCoap, start_runcoap
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveCoap]:
-    live = start_runcoap(tmp_path_factory.mktemp("runcoap-dedup"))
+def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("runcoap-dedup")
+
+
+@pytest.fixture(scope="module")
+def server(log_dir: Path) -> Iterator[LiveCoap]:
+    live = start_runcoap(log_dir)
     yield live
     live.stop()
 
@@ -46,6 +53,24 @@ def test_a_retransmitted_upload_gets_the_same_answer_and_is_stored_once(server):
     assert again == first
     assert Message.decode(first).code == Code.CREATED
     assert server.query("SELECT count(*) FROM images_image") == [(1,)]
+
+
+def test_runcoap_writes_one_json_line_per_request_as_http_does(server, log_dir):
+    exchange_get = Message(code=GET, uri_path=(".well-known", "core"))
+    exchange_get.mtype, exchange_get.mid, exchange_get.token = CON, 0x4321, b"\x07"
+    exchange(server.port, exchange_get.encode())
+    lines = [
+        json.loads(line[line.index("{") :])
+        for line in (log_dir / "runcoap.log").read_text().splitlines()
+        if '"transport": "coap"' in line
+    ]
+    discovery = [line for line in lines if line["path"] == "/.well-known/core"]
+    assert discovery[-1]["method"] == "GET"
+    assert discovery[-1]["status"] == "2.05"
+    assert discovery[-1]["ms"] >= 0
+    uploads = [line for line in lines if line["method"] == "POST"]
+    assert uploads[0]["status"] == "2.01"
+    assert uploads[0]["bytes_in"] > 0
 
 
 def test_the_record_keeps_at_most_per_peer_entries_and_still_answers(monkeypatch):

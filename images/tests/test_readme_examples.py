@@ -13,6 +13,7 @@ import json
 import re
 import shlex
 import subprocess
+import tarfile
 from pathlib import Path
 
 import cbor2
@@ -98,3 +99,49 @@ def test_each_readme_upload_alone_on_a_fresh_key_is_201(server, tmp_path, index)
     status, headers, body = run_curl(readme_commands(server.url)[index], tmp_path)
     assert status == 201
     assert decode(headers, body)["deviceId"] == "12345"
+
+
+# --- This project's own README ----------------------------------------------------
+
+
+def this_readmes_examples() -> str:
+    """The shell blocks of README.md's HTTP endpoint sections and its first operations block.
+
+    From "## Endpoints" up to the CoAP section (which needs a CoAP server and
+    libcoap, tested in test_coap_libcoap), in order.
+    """
+    text = (ROOT / "README.md").read_text()
+    endpoints = text[text.index("## Endpoints") : text.index("### CoAP (RFC 7252, UDP)")]
+    operations = text[text.index("### Operations") :]
+    blocks = re.findall(r"```sh\n(.*?)```", endpoints, flags=re.DOTALL)
+    blocks.append(re.findall(r"```sh\n(.*?)```", operations, flags=re.DOTALL)[0])
+    return "\n".join(blocks)
+
+
+def test_this_readmes_examples_run_top_to_bottom_as_written(server, tmp_path):
+    (tmp_path / "testdata").symlink_to(ROOT / "testdata")
+    script = this_readmes_examples().replace("http://localhost:8000", server.url)
+    assert "$ID" in script  # the examples chain: an id from a listing, used below
+    # Every curl fails the script on an HTTP error (4xx, 5xx), as a person would notice.
+    prelude = (
+        'set -euo pipefail\ncurl() { command curl --fail-with-body --silent --show-error "$@"; }\n'
+    )
+    result = subprocess.run(
+        ["bash", "-c", prelude + script],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "HTTP/1.1 304" in result.stdout
+    assert "HTTP/1.1 204" in result.stdout
+    assert "\n100\n" in result.stdout  # the range request's byte count
+    with tarfile.open(tmp_path / "cam-1.tar") as archive:
+        exported = archive.getnames()
+    assert exported[:2] == ["cam-1_20240818T020407Z.png", "cam-1_20240818T020407Z.png.json"]
+    assert len(exported) == 6
+    assert (tmp_path / "thumb.webp").read_bytes()[8:12] == b"WEBP"
+    assert pixels_equal(
+        (tmp_path / "image.png").read_bytes(), (ROOT / "testdata/skimage__brick.png").read_bytes()
+    )
