@@ -49,6 +49,7 @@ METADATA_KEYS = frozenset(
         "height",
         "originalSize",
         "storedSize",
+        "atRestSize",
         "sha256",
         "receivedAt",
         "optimized",

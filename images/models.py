@@ -36,6 +36,12 @@ class Image(models.Model):
     # the worker that claimed it holds it, and how many claims it has had.
     lease_until = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
+    # What the database or the store holds for the image (API.md §12): its
+    # size, and the lossless form it is kept in ("" for the served bytes
+    # themselves; "jxl" or "jxl-parts": JPEG XL from which the served JPEG is
+    # rebuilt bit for bit, images.compression.jxl).
+    at_rest_size = models.PositiveBigIntegerField(default=0)
+    at_rest_form = models.CharField(max_length=16, blank=True, default="")
     # Where the bytes are (images.storage, the only module that reads these
     # two): "" for this row's ``data``, else "s3://bucket/key" and ``data``
     # is empty. Last, so that listings (which defer ``data``) never touch the

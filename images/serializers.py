@@ -115,6 +115,7 @@ class ImageMetadataSerializer(serializers.ModelSerializer):
     contentType = serializers.CharField(source="content_type")
     originalSize = serializers.IntegerField(source="original_size")
     storedSize = serializers.IntegerField(source="stored_size")
+    atRestSize = serializers.IntegerField(source="at_rest_size")
     receivedAt = TimestampField(source="received_at")
     href = serializers.CharField(read_only=True)
 
@@ -129,6 +130,7 @@ class ImageMetadataSerializer(serializers.ModelSerializer):
             "height",
             "originalSize",
             "storedSize",
+            "atRestSize",
             "sha256",
             "receivedAt",
             "optimized",

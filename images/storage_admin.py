@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from django.db.models import Q
 from django.utils import timezone
 
-from images import storage
+from images import objectstore, storage
 from images.errors import StorageUnavailable
 from images.models import Image
 
@@ -54,42 +54,42 @@ def images_to_move(destination: str) -> Iterator[Image]:
     """The images whose bytes are not at ``destination`` ("db" or ``s3://...``) yet."""
     if destination == "db":
         return _rows(~Q(location=""))
-    bucket = storage.Bucket.parse(destination)
-    return (
-        image
-        for image in _rows(~Q(location__startswith=bucket.location(bucket.prefix)))
-        if image.location != bucket.location(bucket.key_for(image))
-    )
+    bucket = objectstore.Bucket.parse(destination)
+    return _rows(~Q(location__startswith=bucket.location(bucket.prefix)))
 
 
 def image_move(image: Image, destination: str) -> bool:
-    """Copy one image's bytes to ``destination``, check them, switch the row, drop the old copy.
+    """Copy what one image holds to ``destination``, check it, switch the row, drop the old copy.
 
-    False when the image changed or went meanwhile (nothing is switched;
-    the copy is deleted). :class:`StorageUnavailable` when the copy does
-    not have the row's sha256, read back.
+    Before: the served bytes (rebuilt, for an archived image) must have the
+    row's sha256. After: the copy is read back and must equal what was
+    copied. False when the image changed or went meanwhile (nothing is
+    switched; the copy is deleted). :class:`StorageUnavailable` when a check
+    fails.
     """
-    data = storage.image_bytes(image)
-    if hashlib.sha256(data).hexdigest() != image.sha256:
+    held = storage.held_bytes(image)
+    if hashlib.sha256(storage.image_bytes(image)).hexdigest() != image.sha256:
         raise StorageUnavailable(f"image {image.id}: its stored bytes do not match its sha256")
-    current = Image.objects.filter(id=image.id, sha256=image.sha256, location=image.location)
+    current = Image.objects.filter(
+        id=image.id, sha256=image.sha256, location=image.location, at_rest_form=image.at_rest_form
+    )
     if destination == "db":
-        moved = bool(current.update(location="", data=data))
-        if moved and _sha256_of(storage.image_pieces(_reloaded(image))) != image.sha256:
+        moved = bool(current.update(location="", data=held))
+        if moved and storage.held_bytes(_reloaded(image)) != held:
             raise StorageUnavailable(f"image {image.id}: the copy in the database differs")
     else:
-        bucket = storage.Bucket.parse(destination)
-        location = bucket.location(bucket.key_for(image))
-        storage.object_put(location, data, image.content_type, image.sha256)
-        copy = Image(id=image.id, sha256=image.sha256, stored_size=len(data), location=location)
-        if _sha256_of(storage.image_pieces(copy)) != image.sha256:
-            storage.object_delete(location)
+        bucket = objectstore.Bucket.parse(destination)
+        held_sha256 = hashlib.sha256(held).hexdigest()
+        location = bucket.location(bucket.key_for(image.id, held_sha256))
+        objectstore.object_put(location, held, image.content_type, held_sha256)
+        if b"".join(objectstore.object_pieces(location, 0, len(held) - 1)) != held:
+            objectstore.object_delete(location)
             raise StorageUnavailable(f"image {image.id}: the copy in {destination} differs")
         moved = bool(current.update(location=location, data=b""))
         if not moved:
-            storage.object_delete(location)
+            objectstore.object_delete(location)
     if moved and image.location:
-        storage.object_delete(image.location)
+        objectstore.object_delete(image.location)
     return moved
 
 
@@ -121,17 +121,17 @@ def storage_check(*, grace: timedelta) -> Iterator[Problem]:
     flight (object first, row next), so it is not judged.
     """
     places: set[tuple[str, str]] = set()
-    target = storage.target()
+    target = objectstore.target()
     if target is not None:
         places.add((target.name, target.prefix))
     for image in _rows(Q()):
         if image.location:
-            bucket, key = storage.split_location(image.location)
+            bucket, key = objectstore.split_location(image.location)
             places.add((bucket, key[: key.rfind(str(image.id))]))
         try:
             found = _sha256_of(storage.image_pieces(image))
         except StorageUnavailable as exc:
-            if not storage.object_exists(image.location):
+            if not objectstore.object_exists(image.location):
                 yield Problem(str(image.id), "its object is missing", image.location)
                 continue
             raise exc
@@ -143,7 +143,7 @@ def storage_check(*, grace: timedelta) -> Iterator[Problem]:
 
 
 def _objects_without_rows(bucket: str, prefix: str, cutoff: datetime) -> Iterator[Problem]:
-    for key, modified in storage.object_keys(bucket, prefix):
+    for key, modified in objectstore.object_keys(bucket, prefix):
         location = f"s3://{bucket}/{key}"
         if modified > cutoff or Image.objects.filter(location=location).exists():
             continue

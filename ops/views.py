@@ -9,7 +9,7 @@ from django.db import DatabaseError, connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from formats.errors import error_response
-from images import storage
+from images import objectstore
 from images.errors import StorageUnavailable
 from ops import metrics
 
@@ -45,8 +45,8 @@ def healthz(request: HttpRequest) -> HttpResponse:
     except DatabaseError as exc:
         answer |= {"status": "unavailable", "database": type(exc).__name__}
     try:
-        storage.store_check()
-        answer["storage"] = "s3" if storage.target() else "db"
+        objectstore.store_check()
+        answer["storage"] = "s3" if objectstore.target() else "db"
     except StorageUnavailable:
         answer |= {"status": "unavailable", "storage": "unavailable"}
     headers = {"Cache-Control": "no-store"}

@@ -13,7 +13,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from images import storage
+from images import objectstore
 from images.errors import StorageUnavailable
 from images.storage_admin import storage_check
 
@@ -36,7 +36,7 @@ class Command(BaseCommand):
             for problem in storage_check(grace=timedelta(seconds=options["grace"])):
                 problems += 1
                 if options["repair"] and problem.orphan:
-                    storage.object_delete(problem.location)
+                    objectstore.object_delete(problem.location)
                     repaired += 1
                     self.stdout.write(f"{problem}: deleted")
                 else:

@@ -14,7 +14,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from images.errors import StorageUnavailable
-from images.storage import Bucket
+from images.objectstore import Bucket
 from images.storage_admin import image_move, images_to_move
 
 
