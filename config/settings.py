@@ -181,6 +181,9 @@ if IMAGES_OPTIMIZE not in ("inline", "deferred"):
 # (a worker that died); how often one image may be tried before it is kept
 # as received; the backlog age past which the optimiser trades ratio for speed.
 IMAGES_OPTIMIZE_LEASE = env_int("IMAGES_OPTIMIZE_LEASE", 300)
+# Hold JPEGs (and MPOs) at rest as JPEG XL, served back bit for bit (API.md
+# §12); off: JPEGs get mozjpeg's lossless optimisation, as before.
+IMAGES_ARCHIVE_JPEG = env_bool("IMAGES_ARCHIVE_JPEG", True)
 IMAGES_OPTIMIZE_ATTEMPTS = env_int("IMAGES_OPTIMIZE_ATTEMPTS", 3)
 IMAGES_OPTIMIZE_LAG_BOUND = env_int("IMAGES_OPTIMIZE_LAG_BOUND", 60)
 

@@ -105,10 +105,12 @@ def backlog_claim(*, now: datetime | None = None) -> Claim | None:
 
 
 def image_optimize(claim: Claim, *, quick: bool = False) -> str:
-    """Give one claimed image its final bytes; return the result ("optimized" or "kept").
+    """Give one claimed image its final bytes; return the result.
 
-    "kept": nothing smaller was found (or the image has used up its
-    attempts), so the bytes stay as stored. The row is updated only if it
+    "archived": a JPEG (or MPO) is held as JPEG XL from which it is rebuilt
+    bit for bit (API.md §12); "optimized": its bytes were replaced by a
+    smaller lossless encoding; "kept": nothing smaller was found (or the
+    image has used up its attempts), so the bytes stay as stored. The row is updated only if it
     still holds the bytes we read (it may have been deleted meanwhile).
     Raises :class:`Unavailable` (and database errors) for an outage: the
     image stays claimed, and is taken again once the lease runs out.
@@ -122,6 +124,12 @@ def image_optimize(claim: Claim, *, quick: bool = False) -> str:
         _finish(image, done)
         return "kept"
     data = storage.image_bytes(image)
+    if settings.IMAGES_ARCHIVE_JPEG and not image.at_rest_form:
+        at_rest = compression.archive(data, image.content_type)
+        if at_rest is not None:
+            # The served bytes stay the upload's own (same sha256 and ETag).
+            replaced = storage.image_replace(image, at_rest.data, at_rest_form=at_rest.form, **done)
+            return "archived" if replaced else "gone"
     try:
         stored = compression.compress(data, _limits(), quick=quick)
     except DomainError:
@@ -207,3 +215,28 @@ def optimize_pending(*, batch: int = 10) -> int:
     while taken < batch and optimize_next() is not None:
         taken += 1
     return taken
+
+
+def rearchive_next(*, after: uuid.UUID | None = None) -> tuple[uuid.UUID, str] | None:
+    """Hold the next finished JPEG (by id, after ``after``) that is not yet archived as JPEG XL.
+
+    For images stored before archival existed (``optimize --rearchive``):
+    their served bytes stay exactly as they are (same sha256 and ETag), only
+    what is held at rest changes, and only after the rebuild is checked.
+    Resumable: archived images are skipped, so an interrupted run goes on
+    where it stopped. Returns the image's id and the result ("archived",
+    "kept": not archivable or not smaller, "gone"), or ``None`` when done.
+    """
+    waiting = Image.objects.defer("data").filter(
+        content_type="image/jpeg", at_rest_form="", optimized=True
+    )
+    if after is not None:
+        waiting = waiting.filter(id__gt=after)
+    image = waiting.order_by("id").first()
+    if image is None:
+        return None
+    at_rest = compression.archive(storage.image_bytes(image), image.content_type)
+    if at_rest is None:
+        return image.id, "kept"
+    replaced = storage.image_replace(image, at_rest.data, at_rest_form=at_rest.form)
+    return image.id, "archived" if replaced else "gone"

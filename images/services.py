@@ -56,7 +56,7 @@ def image_ingest(*, device_id: str, timestamp: datetime, data: sources.Source) -
         return _retried(existing, original_sha256)
 
     deferred = settings.IMAGES_OPTIMIZE == "deferred"
-    stored = compression.compress(data, limits, fast=deferred)
+    stored, at_rest = _stored_form(data, limits, deferred=deferred)
     image = Image(
         device_id=device_id,
         timestamp=timestamp,
@@ -70,16 +70,37 @@ def image_ingest(*, device_id: str, timestamp: datetime, data: sources.Source) -
         optimized=not deferred or stored.content_type not in OPTIMIZABLE_TYPES,
     )
     try:
-        storage.image_save(image, stored.data)
+        storage.image_save(image, stored.data, at_rest=at_rest)
     except IntegrityError:
         existing = _image_at(device_id, timestamp)
         if existing is None:
             raise
         return _retried(existing, original_sha256)
     metrics.record_upload(
-        original_size=image.original_size, stored_size=image.stored_size, created=True
+        original_size=image.original_size, stored_size=image.at_rest_size, created=True
     )
     return IngestResult(image, created=True)
+
+
+def _stored_form(
+    data: sources.Source, limits: compression.Limits, *, deferred: bool
+) -> tuple[compression.Compressed, compression.Archived | None]:
+    """What to serve and what to hold at rest for an upload (API.md §2, §12).
+
+    Deferred: checked and kept as received (the optimiser does the rest).
+    Inline: a JPEG is served as received and held as JPEG XL when that
+    rebuilds it bit for bit and is smaller; anything else, or a JPEG the
+    archiver refuses, is optimised as always.
+    """
+    if deferred:
+        return compression.compress(data, limits, fast=True), None
+    archivable = settings.IMAGES_ARCHIVE_JPEG
+    if archivable and compression.probe(data, limits).content_type == "image/jpeg":
+        checked = compression.compress(data, limits, fast=True)  # every frame decodes
+        at_rest = compression.archive(sources.read_all(data), checked.content_type)
+        if at_rest is not None:
+            return checked, at_rest
+    return compression.compress(data, limits), None
 
 
 def image_import(

@@ -33,15 +33,18 @@ import oxipng
 from images import sources
 from images.compression import mozjpeg, png
 from images.compression.jpeg import jpeg_length
+from images.compression.jxl import Archived, jpeg_archive
 from images.compression.pngcheck import png_data_complete
 from images.compression.probing import ImageInfo, Limits, probe
 from images.compression.verify import fingerprint, pixels_equal
 from images.errors import DomainError
 
 __all__ = [
+    "Archived",
     "Compressed",
     "ImageInfo",
     "Limits",
+    "archive",
     "compress",
     "extension_for",
     "pixels_equal",
@@ -177,3 +180,16 @@ def _optimised(
     except (oxipng.PngError, DomainError):
         pass  # an optimiser or Pillow refused this input: the original is stored
     return None
+
+
+def archive(data: bytes, content_type: str) -> Archived | None:
+    """A denser form to hold at rest from which ``data`` is rebuilt bit for bit, or ``None``.
+
+    JPEG (and MPO) only: JPEG XL with JPEG reconstruction data
+    (:func:`images.compression.jxl.jpeg_archive`, which rebuilds and compares
+    the sha256 before answering). ``None`` for other formats, for what the
+    encoder refuses, and when it would not be smaller.
+    """
+    if content_type != "image/jpeg":
+        return None
+    return jpeg_archive(data)

@@ -20,6 +20,8 @@ URL = "/collections/images?deviceId=opt&timestamp=2024-01-01T00:00:00Z"
 @pytest.fixture(autouse=True)
 def deferred(settings):
     settings.IMAGES_OPTIMIZE = "deferred"
+    # The optimiser's own lossless paths; JPEG XL archival: test_archival.py.
+    settings.IMAGES_ARCHIVE_JPEG = False
 
 
 def jpeg_bytes() -> bytes:

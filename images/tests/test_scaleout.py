@@ -125,7 +125,7 @@ def test_two_instances_share_the_backlog_and_a_kill_9_loses_nothing(tmp_path, ob
 
     rows = query_database(
         database_url,
-        "SELECT optimized, attempts, length(data), location, stored_size, original_size"
+        "SELECT optimized, attempts, length(data), location, at_rest_size, original_size"
         " FROM images_image",
     )
     assert len(rows) == 50

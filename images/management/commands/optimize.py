@@ -23,7 +23,7 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.db import DatabaseError, close_old_connections
 
 from images.errors import Unavailable
-from images.optimiser import optimize_next
+from images.optimiser import optimize_next, rearchive_next
 
 logger = logging.getLogger(__name__)
 _LONGEST_WAIT_SECONDS = 60.0
@@ -36,6 +36,11 @@ class Command(BaseCommand):
         parser.add_argument("--watch", action="store_true", help="keep running, polling")
         parser.add_argument("--interval", type=float, default=1.0, help="seconds between polls")
         parser.add_argument("--nice", type=int, default=10, help="CPU priority increment")
+        parser.add_argument(
+            "--rearchive",
+            action="store_true",
+            help="hold JPEGs stored before archival as JPEG XL (resumable, verified)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         os.nice(options["nice"])
@@ -47,6 +52,9 @@ class Command(BaseCommand):
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
+        if options["rearchive"]:
+            self._rearchive(lambda: stopping)
+            return
         total = 0
         wait = options["interval"]
         while not stopping:
@@ -71,6 +79,21 @@ class Command(BaseCommand):
             # connections (CONN_MAX_AGE) between rounds.
             close_old_connections()
         self.stdout.write(f"optimised {total} image{'' if total == 1 else 's'}")
+
+    def _rearchive(self, stopping: Any) -> None:
+        counts: dict[str, int] = {}
+        after = None
+        while not stopping():
+            done = rearchive_next(after=after)
+            if done is None:
+                break
+            after, result = done
+            counts[result] = counts.get(result, 0) + 1
+        self.stdout.write(f"rearchived: {_rearchive_report(counts)}")
+
+
+def _rearchive_report(counts: dict[str, int]) -> str:
+    return ", ".join(f"{result} {count}" for result, count in sorted(counts.items())) or "nothing"
 
 
 def _sleep(seconds: float, stopping: Any) -> None:
