@@ -43,8 +43,8 @@ the service's byte limit (API.md §9) rules out long before.
 Measured with ``bench/archive.py`` (libjxl 0.11.2, imagecodecs 2026.3.6)
 over the 6 JPEGs of ../shared/corpus (1.31 MB): at rest 0.830 of the
 received bytes, where mozjpeg's optimisation (today's path) keeps 0.947;
-CPU per MB of JPEG: encoding 124 ms, the whole :func:`jpeg_archive` call
-(with its verifying rebuild) 165 ms, rebuilding 39 ms. With the corpus's
+CPU per MB of JPEG: encoding 119 ms, the whole :func:`jpeg_archive` call
+(with its verifying rebuild) 160 ms, rebuilding 39 ms. With the corpus's
 17 PNGs stored as today, the whole corpus goes from 0.881 to 0.849.
 """
 
@@ -62,12 +62,13 @@ from images.compression import mpo
 FORM_JXL = "jxl"
 FORM_PARTS = "jxl-parts"
 
-# libjxl holds about 35 bytes per pixel of a 4:4:4 picture while it transcodes
-# it, 24 for 4:2:0, plus some 5 bytes per byte of a JPEG dense in detail.
-# Peak RSS (VmHWM) of a child archiving one generated JPEG, no cap, an empty
-# interpreter being 13 MB (``bench/archive.py --memory``):
+# libjxl holds about 34 bytes per pixel of a 4:4:4 picture while it transcodes
+# it, 23 for 4:2:0, more for a JPEG dense in detail (51 for q100 noise).
+# Peak RSS (VmHWM) of a child archiving one generated JPEG with no cap, the
+# child holding 38-82 MB (interpreter, codec, the JPEG) before it starts
+# (``bench/archive.py --memory``):
 #
-#   JPEG                          bytes        peak RSS
+#   JPEG                          bytes          peak RSS
 #   10 MP 4:2:0 / 4:4:4 q90      2.3 /  4.2 MB   275 /  383 MB
 #   20 MP 4:2:0 / 4:4:4 q90      4.7 /  8.3 MB   513 /  725 MB
 #   40 MP 4:2:0 / 4:4:4 q90      9.3 / 16.7 MB   956 / 1403 MB
@@ -83,11 +84,13 @@ FORM_PARTS = "jxl-parts"
 MAX_PIXELS = 20_000_000
 
 # imagecodecs' ``numthreads`` sizes libjxl's thread pool (None means 1, see
-# imagecodecs/_jpegxl.pyx). Transcoding a JPEG is mostly serial in libjxl: on
-# 2 cores (shared, load ~3.5), 2 threads took 0-15 % more CPU per image and no
-# less wall time on the corpus JPEGs, and saved at most ~20 % of wall time on
-# 20 MP (4:4:4: 1.39-1.54 s CPU / 1.65-1.70 s wall at 1 thread, 1.32-1.43 s /
-# 1.16-1.42 s at 2). A background worker pays for CPU, not latency: 1 thread.
+# imagecodecs/_jpegxl.pyx). Transcoding a JPEG is mostly serial in libjxl. On
+# 2 cores (shared with other work, load ~3.5; ``bench/archive.py --threads``,
+# four runs), 2 threads saved no wall time on the corpus JPEGs and took up to
+# 20 % more CPU; on generated 20 MP JPEGs they saved 10-35 % of wall time
+# (4:4:4: 1.56-1.70 s -> 0.99-1.42 s) for about the same CPU (1.39-1.54 s at
+# 1 thread, 1.32-1.43 s at 2). A background worker pays for CPU, not latency,
+# and a second thread would take the core another worker could use: 1 thread.
 THREADS = 1
 
 _MAGIC = b"JXLPARTS"
