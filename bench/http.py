@@ -1,7 +1,7 @@
 """HTTP benchmarks against a live ``manage.py serve`` on loopback (prints figures).
 
     python bench/http.py [--seconds 10] [--workers 2] [--rows 1000000]
-        [--only ingest|download|lookup|rss ...]
+        [--only ingest|download|archived|lookup|rss ...]
 
 Uses wrk (Debian package ``wrk``) as the load generator. The database is a
 fresh SQLite file, or, when DATABASE_URL names PostgreSQL, a throwaway
@@ -41,7 +41,10 @@ import urllib.request  # noqa: E402
 
 from bench.support import free_port, fresh_database, query_database, wait_for_port  # noqa: E402
 
-CORPUS = Path(os.environ.get("IMAGE_CORPUS", ROOT.parent / "shared" / "corpus"))
+CORPUS = Path(
+    os.environ.get("IMAGE_CORPUS")
+    or next(p for p in (ROOT.parent / "shared" / "corpus", ROOT / "testdata") if p.is_dir())
+)
 
 INGEST_LUA = """
 local body = io.open("{file}", "rb"):read("*all")
@@ -198,6 +201,54 @@ def download(server: Server, database_url: str, seconds: int) -> None:
         line(f"304 revalidation, c{connections}", wrk(item, seconds, connections, "-H", etag))
 
 
+def archived(server: Server, database_url: str, seconds: int) -> None:
+    """Downloads of JPEGs held as JPEG XL (API.md §12): recent (cached) and cold (rebuilt).
+
+    Recent: one image, fetched again and again (rebuilt once, then served from
+    the worker's cache of rebuilt images). Cold: 30 different 1 MB JPEGs, each
+    fetched once, so every answer is a rebuild.
+    """
+    china = (CORPUS / "sklearn__china.jpg").read_bytes()
+    stored = server.upload(china, "image/jpeg", "jxl", "2024-01-01T00:00:00Z")
+    cold = [
+        server.upload(photo_jpeg(index), "image/jpeg", "jxl-cold", f"2024-01-02T00:00:{index:02d}Z")
+        for index in range(30)
+    ]
+    drain_optimiser(database_url, report=False)
+    [(held, served)] = query_database(
+        database_url,
+        "SELECT SUM(at_rest_size), SUM(stored_size) FROM images_image WHERE device_id LIKE 'jxl%'",
+    )
+    print(f"archived JPEGs held at {held / served:.4f} of the bytes served")
+    item = f"{server.url}{stored['href']}"
+    for connections in (1, 4):
+        line(f"download archived JPEG, recent, c{connections}", wrk(item, seconds, connections))
+    times = []
+    for meta in cold:
+        started = time.perf_counter()
+        with urllib.request.urlopen(f"{server.url}{meta['href']}", timeout=60) as response:
+            body = response.read()
+        times.append((time.perf_counter() - started) * 1000)
+        assert len(body) == meta["storedSize"]
+    times.sort()
+    size = sum(meta["storedSize"] for meta in cold) / len(cold) / 1e6
+    print(
+        f"download archived JPEG, cold ({size:.2f} MB, each rebuilt): "
+        f"p50 {times[len(times) // 2]:.1f} ms, max {times[-1]:.1f} ms over {len(times)}",
+        flush=True,
+    )
+
+
+def photo_jpeg(seed: int) -> bytes:
+    """A JPEG of about 1 MB: 1400 x 1050 pixels of noise at quality 80."""
+    from PIL import Image
+
+    pixels = random.Random(seed).randbytes(1400 * 1050 * 3)
+    out = io.BytesIO()
+    Image.frombytes("RGB", (1400, 1050), pixels).save(out, "JPEG", quality=80)
+    return out.getvalue()
+
+
 def drain_optimiser(database_url: str, *, report: bool = True) -> None:
     """Wait for the deferred optimiser, then print what ended up stored for the ingest runs."""
     started = time.perf_counter()
@@ -292,12 +343,12 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument(
         "--only",
-        choices=["ingest", "download", "lookup", "rss"],
+        choices=["ingest", "download", "archived", "lookup", "rss"],
         action="append",
         help="run only these parts (repeatable); default: all",
     )
     args = parser.parse_args()
-    parts = set(args.only or ["ingest", "download", "lookup", "rss"])
+    parts = set(args.only or ["ingest", "download", "archived", "lookup", "rss"])
     if shutil.which("wrk") is None:
         sys.exit("bench/http.py needs wrk: apt-get install wrk")
 
@@ -339,6 +390,9 @@ def run(args: argparse.Namespace, parts: set[str], tmp: Path, database_url: str)
 
         if "download" in parts:
             download(server, database_url, args.seconds)
+
+        if "archived" in parts:
+            archived(server, database_url, args.seconds)
 
         if "lookup" in parts:
             populate(database_url, 0, 100)
