@@ -181,6 +181,29 @@ def start_runserver(
     return LiveServer(port, database_url, process)
 
 
+def start_serve(
+    tmp: Path, env: dict[str, str], *, workers: int = 2, name: str = "serve"
+) -> tuple[subprocess.Popen, int]:
+    """``manage.py serve`` (no CoAP) on a free port, in its own session; the process and port.
+
+    ``env`` is the whole environment (DATABASE_URL, SECRET_KEY and the rest).
+    """
+    port = free_port()
+    log = open(tmp / f"{name}.log", "wb")  # noqa: SIM115 - the child holds its own copy
+    with log:
+        process = subprocess.Popen(
+            [sys.executable, "manage.py", "serve", "--host", "127.0.0.1", "--port", str(port)]
+            + ["--coap-port", "0", "--workers", str(workers)],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    wait_for_port(port, process, timeout=60)
+    return process, port
+
+
 def stop(process: subprocess.Popen) -> None:
     process.terminate()
     try:

@@ -69,17 +69,12 @@ def image_ingest(*, device_id: str, timestamp: datetime, data: sources.Source) -
         original_sha256=original_sha256,
         optimized=not deferred or stored.content_type not in OPTIMIZABLE_TYPES,
     )
-    try:
-        storage.image_save(image, stored.data, at_rest=at_rest)
-    except IntegrityError:
-        existing = _image_at(device_id, timestamp)
-        if existing is None:
-            raise
-        return _retried(existing, original_sha256)
-    metrics.record_upload(
-        original_size=image.original_size, stored_size=image.at_rest_size, created=True
-    )
-    return IngestResult(image, created=True)
+    result = _saved(image, stored.data, at_rest=at_rest, sha256=original_sha256)
+    if result.created:
+        metrics.record_upload(
+            original_size=image.original_size, stored_size=image.at_rest_size, created=True
+        )
+    return result
 
 
 def _stored_form(
@@ -145,10 +140,17 @@ def image_import(
         original_sha256=sha256,
         optimized=True,
     )
+    return _saved(image, data, sha256=sha256)
+
+
+def _saved(
+    image: Image, data: sources.Source, *, sha256: str, at_rest: compression.Archived | None = None
+) -> IngestResult:
+    """Store a new image; one stored meanwhile at its key (a race) answers as a retry would."""
     try:
-        storage.image_save(image, data)
+        storage.image_save(image, data, at_rest=at_rest)
     except IntegrityError:
-        existing = _image_at(device_id, timestamp)
+        existing = _image_at(image.device_id, image.timestamp)
         if existing is None:
             raise
         return _retried(existing, sha256)

@@ -21,12 +21,11 @@ from PIL import Image as PILImage
 
 from conftest import (
     ROOT,
-    free_port,
     fresh_database_url,
     make_bucket,
     png_bytes,
     query_database,
-    wait_for_port,
+    start_serve,
 )
 
 URL = "/collections/images?deviceId=fleet-{n}&timestamp=2024-03-01T00:00:{n:02d}Z"
@@ -37,22 +36,6 @@ def jpeg(seed: int) -> bytes:
     out = io.BytesIO()
     image.save(out, "JPEG", quality=93)
     return out.getvalue()
-
-
-def start_serve(tmp: Path, name: str, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    log = open(tmp / f"serve-{name}.log", "wb")  # noqa: SIM115 - lives with the process
-    process = subprocess.Popen(
-        [sys.executable, "manage.py", "serve", "--host", "127.0.0.1", "--port", str(port)]
-        + ["--coap-port", "0", "--workers", "1"],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    wait_for_port(port, process, timeout=60)
-    return process, f"http://127.0.0.1:{port}"
 
 
 def descendants(pid: int) -> list[int]:
@@ -106,8 +89,9 @@ def test_two_instances_share_the_backlog_and_a_kill_9_loses_nothing(tmp_path, ob
         "ALLOWED_HOSTS": "127.0.0.1",
         "IMAGES_OPTIMIZE_LEASE": "3",
     }
-    first, first_url = start_serve(tmp_path, "a", env)
-    second, second_url = start_serve(tmp_path, "b", env)
+    first, first_port = start_serve(tmp_path, env, workers=1, name="serve-a")
+    second, second_port = start_serve(tmp_path, env, workers=1, name="serve-b")
+    first_url, second_url = f"http://127.0.0.1:{first_port}", f"http://127.0.0.1:{second_port}"
     try:
         for n in range(40):
             assert post(first_url if n % 2 else second_url, n) == 201

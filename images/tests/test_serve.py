@@ -20,17 +20,15 @@ from PIL import Image as PILImage
 
 from conftest import (
     ROOT,
-    free_port,
     fresh_database_url,
     png_bytes,
     query_database,
-    wait_for_port,
+    start_serve,
 )
 
 
 @pytest.fixture
 def serve(tmp_path):
-    port = free_port()
     database_url = fresh_database_url(tmp_path)
     env = {
         **os.environ,
@@ -38,23 +36,12 @@ def serve(tmp_path):
         "SECRET_KEY": "test-only-secret",
         "ALLOWED_HOSTS": "127.0.0.1",
     }
-    log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115 - closed below
-    process = subprocess.Popen(
-        [sys.executable, "manage.py", "serve", "--host", "127.0.0.1", "--port", str(port)]
-        + ["--coap-port", "0", "--workers", "2"],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    wait_for_port(port, process, timeout=60)
+    process, port = start_serve(tmp_path, env)
     yield process, port, database_url
     # serve's children (granian, the optimiser) share its process group.
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
     process.wait()
-    log.close()
 
 
 def test_serve_refuses_to_start_without_a_secret_key(tmp_path):
