@@ -134,6 +134,8 @@ def test_two_instances_share_the_backlog_and_a_kill_9_loses_nothing(tmp_path, ob
         text=True,
         timeout=120,
     )
+    print(f"\ncheckstorage after the kill -9:\n{check.stdout}", end="")
+    print(f"attempts in all: {sum(attempts for _, attempts, *_ in rows)} for {len(rows)} images")
     assert check.returncode == 0, check.stdout + check.stderr
     assert "storage is consistent" in check.stdout
     repaired = [line for line in check.stdout.splitlines() if line.endswith(": deleted")]
