@@ -31,7 +31,7 @@ from rest_framework.exceptions import ValidationError
 
 from images import selectors, services, storage
 from images.errors import DomainError
-from images.filenames import safe_filename_for
+from images.filenames import safe_filename_for, safe_name
 from images.models import Image
 from images.serializers import ImageKeySerializer, image_metadata, validated
 
@@ -113,12 +113,17 @@ class _PiecesFile(io.RawIOBase):
 
 
 def export_stream(images: Iterator[Image]) -> Iterator[bytes]:
-    """The tar archive of ``images``, as it is written (constant memory)."""
+    """The tar archive of ``images``, as it is written.
+
+    Its memory does not grow with the number of images: tarfile's list of
+    members written is emptied as it goes (nothing reads it in stream
+    mode), and names are kept apart by device, not by remembering them.
+    """
     pipe = _Pipe()
-    names: set[str] = set()
+    owners: dict[str, str] = {}
     with tarfile.open(fileobj=pipe, mode="w|", format=tarfile.PAX_FORMAT) as archive:
         for image in images:
-            name = _unique(safe_filename_for(image), image, names)
+            name = _unique(safe_filename_for(image), image, owners)
             mtime = image.modified_at.timestamp()
             member = tarfile.TarInfo(name)
             member.size, member.mtime, member.mode = image.stored_size, mtime, 0o644
@@ -128,17 +133,20 @@ def export_stream(images: Iterator[Image]) -> Iterator[bytes]:
             member = tarfile.TarInfo(f"{name}.json")
             member.size, member.mtime, member.mode = len(metadata), mtime, 0o644
             archive.addfile(member, io.BytesIO(metadata))
+            archive.members.clear()
             yield from pipe.drain()
     yield from pipe.drain()
 
 
-def _unique(name: str, image: Image, names: set[str]) -> str:
-    # Two device ids can make the same safe name ("a/b" and "a_b"): the
-    # second gets its image id before the extension.
-    if name in names:
+def _unique(name: str, image: Image, owners: dict[str, str]) -> str:
+    # Two device ids can make the same safe name ("a/b" and "a_b"); a
+    # device's own images never share a name (one image per timestamp).
+    # The first device to use a safe device id keeps the plain names; the
+    # others' images get their image id before the extension.
+    owner = owners.setdefault(safe_name(image.device_id), image.device_id)
+    if owner != image.device_id:
         stem, dot, extension = name.rpartition(".")
         name = f"{stem}-{image.id}{dot}{extension}"
-    names.add(name)
     return name
 
 

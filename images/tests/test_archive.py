@@ -234,3 +234,17 @@ def test_a_truncated_or_foreign_file_stops_with_a_message_and_keeps_what_came_be
     assert result.returncode == 1
     assert "not a complete tar archive" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_devices_whose_safe_names_collide_stay_apart_in_one_archive(client, tmp_path):
+    first, second = upload(client, "a/b", 1), upload(client, "a_b", 1)
+    archive_path = tmp_path / "all.tar"
+    call_command("exportimages", str(archive_path))
+    names = [name for name, _ in members(archive_path.read_bytes())]
+    assert names == [
+        "a_b_20240901T100000Z.png",
+        "a_b_20240901T100000Z.png.json",
+        f"a_b_20240901T100000Z-{second['id']}.png",
+        f"a_b_20240901T100000Z-{second['id']}.png.json",
+    ]
+    assert first["deviceId"] == "a/b"
