@@ -14,7 +14,7 @@ every second. Then the backlog is left to drain. Printed per run:
 - accepted/s (201s over the run) and optimised/s (images finished during it);
 - the maximum lag (age of the oldest waiting image) and the backlog at the end;
 - how long the backlog took to drain afterwards;
-- the stored/original ratio of all images, and of the optimised ones by effort;
+- the ratio of all images: bytes held at rest / bytes received;
 - whether the lag stayed bounded (at the end of the run, no image had waited
   longer than the optimiser's lag bound).
 
@@ -183,7 +183,7 @@ def one_run(image: Path, rate: float, optimisers: int, seconds: float, s3_env: d
             run.drain_seconds = time.monotonic() - drain_start
             rows = query_database(
                 database_url,
-                "SELECT sum(stored_size), sum(original_size), count(*) FROM images_image",
+                "SELECT sum(at_rest_size), sum(original_size), count(*) FROM images_image",
             )
             stored, original, _ = rows[0]
             run.ratios["all"] = (stored or 0) / (original or 1)
