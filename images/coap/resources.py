@@ -13,20 +13,15 @@ blocks.
 from __future__ import annotations
 
 import functools
-import json
-import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, ParamSpec, TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
 from aiocoap import Message, error, resource
 from aiocoap.numbers.codes import Code
 from aiocoap.numbers.optionnumbers import OptionNumber
-from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, close_old_connections, reset_queries
-from rest_framework.exceptions import ValidationError
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 
 from formats import linkformat
@@ -36,13 +31,13 @@ from images import discovery, listings, selectors, storage, uploads
 from images.access import ANONYMOUS
 from images.blobcache import BlobCache
 from images.coap.blockwise import Block1Assembler, block2_slice
+from images.coap.edge import in_worker, log_request
 from images.coap.errors import error_response
 from images.coap.security import Access
 from images.errors import (
     DomainError,
     ImageNotFound,
     InvalidInput,
-    Unavailable,
     UnsupportedMediaType,
 )
 from images.models import Image
@@ -51,10 +46,6 @@ from images.serializers import (
     image_metadata,
     validated,
 )
-
-request_log = logging.getLogger("requests")
-P = ParamSpec("P")
-T = TypeVar("T")
 
 JSON = 50
 CBOR = 60
@@ -85,33 +76,6 @@ IMMUTABLE_MAX_AGE = 31_536_000
 _NOT_TRANSFER_KEY = (OptionNumber.BLOCK1, OptionNumber.BLOCK2, OptionNumber.OBSERVE)
 
 
-def in_worker(func: Callable[P, T]) -> Callable[P, Awaitable[T]]:
-    """``func`` as a coroutine run in a worker thread.
-
-    Around it, Django's per-request connection handling (what its request
-    signals do for HTTP): expired or broken connections are closed. A
-    database that does not answer is :class:`Unavailable` (5.03), and a
-    serializer's validation error :class:`InvalidInput` (4.00).
-    """
-
-    def call(*args: P.args, **kwargs: P.kwargs) -> T:
-        # What Django's request_started signal does for HTTP; without it the
-        # query log of DEBUG grows to 9,000 entries, images' bytes included.
-        reset_queries()
-        close_old_connections()
-        try:
-            return func(*args, **kwargs)
-        except ValidationError as exc:
-            raise _invalid(exc) from None  # the serializers' field errors: 4.00
-        except (OperationalError, InterfaceError) as exc:
-            # The database went away or is locked past its timeout: 5.03.
-            raise Unavailable(f"the database is not available ({type(exc).__name__})") from exc
-        finally:
-            close_old_connections()
-
-    return sync_to_async(call, thread_sensitive=False)
-
-
 class FrontEnd(resource.Resource):
     """Base resource: maps domain errors at the edge and serves GET answers block-wise.
 
@@ -139,7 +103,7 @@ class FrontEnd(resource.Resource):
             raise
         finally:
             path = (*self.mounted_at, *request.opt.uri_path)
-            _log_request(request, path, code, time.perf_counter() - started)
+            log_request(request, path, code, time.perf_counter() - started)
 
     async def _answer(self, request: Message) -> Message:
         try:
@@ -157,30 +121,6 @@ class FrontEnd(resource.Resource):
             if response.opt.block2 is not None and response.opt.block2.block_number == 0:
                 response.opt.size2 = total  # RFC 7959 §4: the client learns the total size
         return response
-
-
-def _log_request(
-    request: Message, path: tuple[str, ...], code: Code | None, seconds: float
-) -> None:
-    """One JSON line, as HTTP writes (ops.middleware), on the same logger."""
-    if not request_log.isEnabledFor(logging.INFO):
-        return
-    block1 = request.opt.block1
-    request_log.info(
-        json.dumps(
-            {
-                "transport": "coap",
-                "method": request.code.name,
-                "path": "/" + "/".join(path),
-                "status": "unanswered" if code is None else code.dotted,
-                "ms": round(seconds * 1000, 2),
-                "bytes_in": len(request.payload),
-                "block1": None if block1 is None else block1.block_number,
-                "remote": request.remote.hostinfo,
-            },
-            ensure_ascii=False,
-        )
-    )
 
 
 class WellKnownCore(FrontEnd):
@@ -373,16 +313,6 @@ def _find(query: Mapping[str, str]) -> Image:
 
 def _image_bytes(image: Image) -> bytes:
     return storage.image_bytes(selectors.image_get(image_id=image.id))
-
-
-def _invalid(exc: ValidationError) -> InvalidInput:
-    """One short diagnostic line (CoAP has no room for the HTTP error map)."""
-    return InvalidInput(
-        " ".join(
-            f"{field}: {' '.join(str(message) for message in messages)}"
-            for field, messages in exc.detail.items()
-        )
-    )
 
 
 def _query(request: Message) -> dict[str, str]:
