@@ -22,11 +22,11 @@ for ours PostgreSQL when DATABASE_URL names it), removed at the end.
    (``brief``: the per-image CPU figures it was measured at; ``plain``: one
    Pillow re-save). Then ours through ``bench.sustained.one_run`` (raw bodies,
    open loop) offered ``--rate-factor`` times the highest prototype rate of that
-   image: accepted/s, optimised/s, lag, backlog, drain and stored ratio, and the
+   image: accepted/s, optimised/s, lag, backlog, drain and ratio, and the
    ratios to each prototype rate (and to the published 16.5 req/s for brick).
    Rates are over the time the offer really took (see ``offer_timed``). A 30 s
-   run can hardly show an unbounded lag (the bound is 90 s); the project's
-   goals need ``--ingest-seconds 180``. one_run waits for the backlog to drain
+   run can hardly build a lag past the bound (60 s); the project's goals need
+   ``--ingest-seconds 180``. one_run waits for the backlog to drain
    (up to 900 s per image), which is most of this phase's time.
 
 The box may be shared: before every measurement the script waits up to
@@ -507,8 +507,8 @@ def ingest(
     )
     print(
         f"{'image':<20} {'offered/s':>9} {'offer s':>7} {'accepted/s':>10} {'optimised/s':>11} "
-        f"{'max lag s':>9} {'backlog':>7} {'drain s':>7} {'ratio':>6} {'bounded':>7} "
-        f"{'busy before':>11}"
+        f"{'max lag s':>9} {'end lag s':>9} {'backlog':>7} {'drain s':>7} {'ratio':>6} "
+        f"{'bounded':>7} {'busy before':>11}"
     )
     ratios = []
     brick = None
@@ -524,8 +524,9 @@ def ingest(
             brick = accepted, optimised
         print(
             f"{name:<20} {rate:9.1f} {took:7.1f} {accepted:10.1f} {optimised:11.1f} "
-            f"{run.max_lag:9.1f} {run.backlog_at_end:7.0f} {run.drain_seconds:7.1f} "
-            f"{run.ratios['all']:6.4f} {'yes' if run.bounded else 'no':>7} {busy_before:11.2f}"
+            f"{run.max_lag:9.1f} {run.lag_at_end:9.1f} {run.backlog_at_end:7.0f} "
+            f"{run.drain_seconds:7.1f} {run.ratios['all']:6.4f} "
+            f"{'yes' if run.bounded else 'no':>7} {busy_before:11.2f}"
             + (f"  ({run.errors} errors)" if run.errors else ""),
             flush=True,
         )
@@ -548,12 +549,14 @@ def ingest(
         )
     print(
         "offer s: how long the open-loop offer really took (over the nominal seconds when "
-        "the server fell behind); accepted/s and optimised/s are over it"
+        "the server fell behind); accepted/s and optimised/s are over it. bounded: "
+        f"bench.sustained's verdict (lag at the end of the offer <= {LAG_BOUND} s); "
+        "ratio: its bytes at rest / bytes received, all images, after the drain"
     )
-    if seconds < LAG_BOUND * 1.5:
+    if seconds < LAG_BOUND * 2:
         print(
-            f"(with {seconds:.0f} s of offer the lag can hardly pass the bound of "
-            f"{LAG_BOUND * 1.5:.0f} s: use --ingest-seconds 180 for the goals)"
+            f"(a {seconds:.0f} s offer can hardly build a lag past the {LAG_BOUND} s bound: "
+            "use --ingest-seconds 180 for the goals)"
         )
 
 
