@@ -194,6 +194,16 @@ IMAGES_RETENTION_DAYS = env_int("IMAGES_RETENTION_DAYS", 0)
 IMAGES_RETENTION_MAX_PER_DEVICE = env_int("IMAGES_RETENTION_MAX_PER_DEVICE", 0)
 IMAGES_RETENTION_INTERVAL = env_int("IMAGES_RETENTION_INTERVAL", 300)
 
+# Live events (API.md §13): the channel between processes and instances
+# ("auto": PostgreSQL's LISTEN/NOTIFY on PostgreSQL, local sockets on SQLite;
+# "redis": pub/sub on REDIS_URL), and seconds between keep-alive comments.
+IMAGES_EVENTS = env_str("IMAGES_EVENTS", "auto")
+IMAGES_EVENTS_KEEPALIVE = env_int("IMAGES_EVENTS_KEEPALIVE", 15)
+# CoAP Observe registrations on latest: at most this many per client
+# endpoint, and in all (past either, a registration is answered as a plain GET).
+IMAGES_OBSERVE_PER_PEER = env_int("IMAGES_OBSERVE_PER_PEER", 32)
+IMAGES_OBSERVE_TOTAL = env_int("IMAGES_OBSERVE_TOTAL", 10000)
+
 # Where image bytes live (API.md §10): "db" (in the database row, the
 # default) or "s3://BUCKET[/PREFIX]", an S3-compatible object store at
 # S3_ENDPOINT_URL (unset: AWS), with the standard AWS_* credentials.

@@ -13,7 +13,7 @@ from datetime import datetime
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 
-from images import compression, sources, storage
+from images import compression, events, sources, storage
 from images.errors import ImageConflict, ImageNotFound, ImageTooLarge, InvalidImage
 from images.models import Image
 from images.thumbnail_cache import thumbnails_forget
@@ -154,6 +154,7 @@ def _saved(
         if existing is None:
             raise
         return _retried(existing, sha256)
+    events.image_stored(image)
     return IngestResult(image, created=True)
 
 

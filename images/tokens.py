@@ -11,6 +11,7 @@ import secrets
 
 from django.utils import timezone
 
+from images import events
 from images.models import Token
 
 PREFIX = "img_"
@@ -35,7 +36,11 @@ def token_revoke(*, raw_or_id: str) -> int:
         if raw_or_id.isdigit()
         else match.filter(digest=_digest(raw_or_id))
     )
-    return match.update(revoked_at=timezone.now())
+    revoked = list(match.values_list("pk", flat=True))
+    count = Token.objects.filter(pk__in=revoked).update(revoked_at=timezone.now())
+    # Event streams these tokens opened end now, in every instance (API.md §13).
+    events.tokens_revoked(revoked)
+    return count
 
 
 def token_authenticate(raw: str) -> Token | None:

@@ -1,0 +1,264 @@
+"""The channels events travel on between processes and instances (API.md §13).
+
+``IMAGES_EVENTS`` picks one (``auto``, the default: PostgreSQL's channel on
+PostgreSQL, local sockets on SQLite):
+
+- :class:`PostgresChannel`: ``NOTIFY`` and ``LISTEN``. Every instance on
+  one PostgreSQL hears every other; no service beside the database.
+- :class:`LocalChannel`: one box (the SQLite default). Each listening
+  process binds a Unix datagram socket in a directory named after the
+  database file; a publisher sends each event to every socket there. The
+  kernel wakes the listener at once: nothing polls the table. Written here
+  because the standard library's sockets are the whole of it.
+- :class:`RedisChannel`: Redis pub/sub (``REDIS_URL``), for deployments
+  that already run Redis beside several instances.
+
+Each has ``publish(payload)`` and ``listen(listener)``, which runs in the
+hub's thread while anyone watches: it calls ``listener.listening()`` once
+it hears the channel, ``listener.deliver(payloads)`` for what arrives,
+``listener.gap()`` after the channel was lost and found again (events may
+have been missed meanwhile), and returns once ``listener.idle()``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import socket
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+from django.conf import settings
+from django.db import DEFAULT_DB_ALIAS, connections
+
+log = logging.getLogger(__name__)
+
+PG_CHANNEL = "images_events"
+# How often a listener checks that its channel is alive, and whether anyone still watches.
+_HEARTBEAT_SECONDS = 10.0
+_IDLE_CHECK_SECONDS = 1.0
+_RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0)
+
+
+class Listener(Protocol):
+    def listening(self) -> None: ...
+
+    def deliver(self, payloads: list[bytes]) -> None: ...
+
+    def gap(self) -> None: ...
+
+    def idle(self) -> bool: ...
+
+
+class Channel(Protocol):
+    def publish(self, payload: bytes) -> None: ...
+
+    def listen(self, listener: Listener) -> None: ...
+
+
+def _retrying(connect_and_listen: Callable[[], None], listener: Listener, name: str) -> None:
+    """Run ``connect_and_listen`` until idle; after a failure, reconnect (with backoff)."""
+    failures = 0
+    while not listener.idle():
+        started = time.monotonic()
+        try:
+            connect_and_listen()
+        except Exception as exc:  # noqa: BLE001 - any failure means: reconnect
+            if time.monotonic() - started > 60:
+                failures = 0  # it had been working: start the backoff again
+            pause = _RETRY_SECONDS[min(failures, len(_RETRY_SECONDS) - 1)]
+            if failures == 0:
+                log.warning("lost the %s event channel (%s); reconnecting", name, exc)
+            failures += 1
+            time.sleep(pause)
+
+
+class PostgresChannel:
+    """``NOTIFY images_events`` / ``LISTEN images_events`` on the service's own database."""
+
+    def __init__(self, alias: str = DEFAULT_DB_ALIAS) -> None:
+        self._alias = alias
+
+    def publish(self, payload: bytes) -> None:
+        # On the request's own connection: one short statement after commit.
+        with connections[self._alias].cursor() as cursor:
+            cursor.execute("SELECT pg_notify(%s, %s)", [PG_CHANNEL, payload.decode()])
+
+    def listen(self, listener: Listener) -> None:
+        import psycopg
+
+        params = connections[self._alias].settings_dict
+        conninfo = {
+            "dbname": params["NAME"],
+            "user": params.get("USER") or None,
+            "password": params.get("PASSWORD") or None,
+            "host": params.get("HOST") or None,
+            "port": params.get("PORT") or None,
+        }
+        first = True
+
+        def connect_and_listen() -> None:
+            nonlocal first
+            with psycopg.connect(
+                **{k: v for k, v in conninfo.items() if v}, autocommit=True, connect_timeout=5
+            ) as connection:
+                connection.execute(f"LISTEN {PG_CHANNEL}")
+                listener.listening()
+                if not first:
+                    listener.gap()
+                first = False
+                checked = time.monotonic()
+                while not listener.idle():
+                    # Yields each notification as it comes, for up to a second.
+                    for notification in connection.notifies(timeout=_IDLE_CHECK_SECONDS):
+                        listener.deliver([notification.payload.encode()])
+                    if time.monotonic() - checked > _HEARTBEAT_SECONDS:
+                        connection.execute("SELECT 1")  # still there?
+                        checked = time.monotonic()
+
+        _retrying(connect_and_listen, listener, "PostgreSQL")
+
+
+class LocalChannel:
+    """Unix datagram sockets in a directory of this database's (one box)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._sender: socket.socket | None = None
+        self._lock = threading.Lock()
+
+    def publish(self, payload: bytes) -> None:
+        try:
+            names = os.listdir(self.directory)
+        except FileNotFoundError:
+            return  # nobody listens
+        with self._lock:
+            if self._sender is None:
+                self._sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+                self._sender.setblocking(False)
+            for name in names:
+                path = self.directory / name
+                try:
+                    self._sender.sendto(payload, str(path))
+                except (ConnectionRefusedError, FileNotFoundError):
+                    path.unlink(missing_ok=True)  # its process is gone
+                except BlockingIOError:
+                    # That listener is far behind; its watchers resynchronise.
+                    log.warning("an event listener's queue is full; event dropped for it")
+                except OSError as exc:
+                    log.warning("could not send an event to %s: %s", path, exc)
+
+    def listen(self, listener: Listener) -> None:
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path = self.directory / f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        receiver.bind(str(path))
+        listener.listening()
+        try:
+            while not listener.idle():
+                receiver.settimeout(_IDLE_CHECK_SECONDS)
+                try:
+                    batch = [receiver.recv(65536)]
+                except TimeoutError:
+                    continue
+                receiver.setblocking(False)
+                try:
+                    while len(batch) < 256:
+                        batch.append(receiver.recv(65536))
+                except BlockingIOError:
+                    pass
+                listener.deliver(batch)
+        finally:
+            receiver.close()
+            path.unlink(missing_ok=True)
+
+
+class RedisChannel:
+    """Redis pub/sub on ``REDIS_URL``."""
+
+    def __init__(self, url: str) -> None:
+        import redis
+
+        self._client = redis.Redis.from_url(url, socket_connect_timeout=5)
+        self._url = url
+
+    def publish(self, payload: bytes) -> None:
+        self._client.publish(PG_CHANNEL, payload)
+
+    def listen(self, listener: Listener) -> None:
+        import redis
+
+        first = True
+
+        def connect_and_listen() -> None:
+            nonlocal first
+            client = redis.Redis.from_url(
+                self._url, socket_connect_timeout=5, health_check_interval=_HEARTBEAT_SECONDS
+            )
+            pubsub = client.pubsub(ignore_subscribe_messages=True)
+            try:
+                pubsub.subscribe(PG_CHANNEL)
+                pubsub.ping()
+                listener.listening()
+                if not first:
+                    listener.gap()
+                first = False
+                while not listener.idle():
+                    message = pubsub.get_message(timeout=_IDLE_CHECK_SECONDS)
+                    if message is not None and message["type"] == "message":
+                        listener.deliver([message["data"]])
+            finally:
+                pubsub.close()
+                client.close()
+
+        _retrying(connect_and_listen, listener, "Redis")
+
+
+def kind() -> str:
+    """The channel ``IMAGES_EVENTS`` names (``auto`` resolved)."""
+    chosen = settings.IMAGES_EVENTS
+    if chosen != "auto":
+        return chosen
+    return "postgres" if connections[DEFAULT_DB_ALIAS].vendor == "postgresql" else "local"
+
+
+def local_directory() -> Path:
+    """The sockets' directory: one per database file, short enough for a socket path."""
+    name = str(connections[DEFAULT_DB_ALIAS].settings_dict["NAME"])
+    key = hashlib.sha256(os.path.abspath(name).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"images-events-{os.getuid()}-{key}"
+
+
+_channels: dict[tuple[str, str], Channel] = {}
+_channels_lock = threading.Lock()
+
+
+def current() -> Channel:
+    """This process's channel, as configured now."""
+    chosen = kind()
+    where = {
+        "postgres": lambda: str(connections[DEFAULT_DB_ALIAS].settings_dict["NAME"]),
+        "local": lambda: str(local_directory()),
+        "redis": lambda: settings.REDIS_URL,
+    }
+    if chosen not in where:
+        raise ValueError(f"IMAGES_EVENTS={chosen!r}: use auto, postgres, local or redis")
+    key = (chosen, where[chosen]())
+    with _channels_lock:
+        channel = _channels.get(key)
+        if channel is None:
+            if chosen == "postgres":
+                channel = PostgresChannel()
+            elif chosen == "local":
+                channel = LocalChannel(Path(key[1]))
+            else:
+                channel = RedisChannel(key[1])
+            _channels[key] = channel
+        return channel

@@ -1,0 +1,334 @@
+"""What was stored, told to every process of every instance (API.md §13).
+
+When an image is stored, :func:`image_stored` publishes an :class:`Event`
+on the channel every instance listens to (:mod:`images.channels`: the
+database's own ``LISTEN``/``NOTIFY`` on PostgreSQL, local sockets on one
+SQLite box, Redis pub/sub where configured). Each process that has
+watchers runs one listener thread, the :class:`Hub`, which hands each event
+to the :class:`Subscription` of every watcher it concerns: an event stream
+(SSE) or the CoAP resource that notifies observers.
+
+Every subscription is bounded: a watcher that falls more than
+``QUEUE_LIMIT`` events behind is closed rather than buffered without end;
+it reconnects and replays what it missed from the database
+(:mod:`images.live`). So is a gap: when the listener loses its channel
+(the database restarted), every subscription is closed, for the same
+reason. Revoking a token closes the streams it opened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import transaction
+
+from images.models import Image
+
+log = logging.getLogger(__name__)
+
+IMAGE = "image"
+REVOKED = "revoked"
+# How many undelivered events one watcher may hold before it is closed.
+QUEUE_LIMIT = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One thing that happened: an image stored (its metadata) or tokens revoked."""
+
+    kind: str
+    image_id: str = ""
+    device_id: str = ""
+    # The image's timestamp (ISO 8601): which image is a device's latest.
+    timestamp: str = ""
+    # The image's metadata as JSON, exactly as GET /collections/images/{id} answers.
+    metadata: bytes = b""
+    token_ids: tuple[int, ...] = ()
+
+    def encode(self) -> bytes:
+        if self.kind == REVOKED:
+            return json.dumps({"k": REVOKED, "tokens": list(self.token_ids)}).encode()
+        head = json.dumps(
+            {"k": IMAGE, "id": self.image_id, "d": self.device_id, "t": self.timestamp}
+        )
+        # The metadata travels as it will be sent, never parsed again on the way.
+        return head.encode() + b"\n" + self.metadata
+
+    @classmethod
+    def decode(cls, payload: bytes) -> Event:
+        head, _, metadata = payload.partition(b"\n")
+        fields = json.loads(head)
+        if fields["k"] == REVOKED:
+            return cls(REVOKED, token_ids=tuple(int(key) for key in fields["tokens"]))
+        return cls(IMAGE, fields["id"], fields["d"], fields["t"], metadata)
+
+
+def image_event(image: Image) -> Event:
+    # Imported here: the serializers import the HTTP stack, which the
+    # channels' listener threads do not need.
+    from rest_framework.renderers import JSONRenderer
+
+    from images.serializers import image_metadata
+
+    return Event(
+        IMAGE,
+        str(image.id),
+        image.device_id,
+        image.timestamp.isoformat(),
+        JSONRenderer().render(image_metadata(image)),
+    )
+
+
+def image_stored(image: Image) -> None:
+    """Tell every instance that ``image`` was stored, once (and only if) it commits."""
+    event = image_event(image)
+    transaction.on_commit(lambda: _publish(event))
+
+
+def tokens_revoked(token_ids: Iterable[int]) -> None:
+    """Close the event streams these tokens opened, in every instance."""
+    ids = tuple(token_ids)
+    if ids:
+        transaction.on_commit(lambda: _publish(Event(REVOKED, token_ids=ids)))
+
+
+def _publish(event: Event) -> None:
+    from images import channels
+
+    try:
+        channels.current().publish(event.encode())
+    except Exception:
+        # The image is stored; a watcher that missed it finds it on its next
+        # reconnect (Last-Event-ID replays from the database).
+        log.warning("could not publish an event", exc_info=True)
+
+
+class Closed(Exception):
+    """The subscription ended: revoked, behind, or the channel had a gap."""
+
+
+class Subscription:
+    """What one watcher receives: the events of one device (or of all), bounded.
+
+    An asyncio watcher passes its ``loop``: events are handed over on it. A
+    thread (the development server's streams) waits with :meth:`next_blocking`.
+    """
+
+    def __init__(
+        self,
+        *,
+        device_id: str | None,
+        token_id: int | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        self.device_id = device_id
+        self.token_id = token_id
+        self.loop = loop
+        self.closed: str | None = None
+        self._events: deque[Event] = deque()
+        self._ready: asyncio.Event | None = asyncio.Event() if loop is not None else None
+        self._condition = threading.Condition() if loop is None else None
+
+    def put(self, event: Event) -> None:
+        """Called on the subscription's own loop (or from the hub's thread when it has none)."""
+        if self._condition is not None:
+            with self._condition:
+                self._put(event)
+                self._condition.notify()
+        else:
+            self._put(event)
+            assert self._ready is not None
+            self._ready.set()
+
+    def close(self, reason: str) -> None:
+        if self._condition is not None:
+            with self._condition:
+                self.closed = self.closed or reason
+                self._condition.notify()
+        else:
+            self.closed = self.closed or reason
+            assert self._ready is not None
+            self._ready.set()
+
+    def _put(self, event: Event) -> None:
+        if self.closed:
+            return
+        if event.kind == REVOKED:
+            self.closed = "revoked"
+        elif len(self._events) >= QUEUE_LIMIT:
+            self.closed = "behind"
+            self._events.clear()
+        else:
+            self._events.append(event)
+
+    async def next(self, timeout: float) -> Event | None:
+        """The next event; ``None`` after ``timeout`` seconds; :class:`Closed` at the end."""
+        assert self._ready is not None
+        if not self._events and not self.closed:
+            self._ready.clear()
+            try:
+                await asyncio.wait_for(self._ready.wait(), timeout)
+            except TimeoutError:
+                return None
+        return self._take()
+
+    def next_blocking(self, timeout: float) -> Event | None:
+        assert self._condition is not None
+        with self._condition:
+            if not self._events and not self.closed:
+                self._condition.wait(timeout)
+            return self._take()
+
+    def _take(self) -> Event | None:
+        if self._events:
+            return self._events.popleft()
+        if self.closed:
+            raise Closed(self.closed)
+        return None
+
+
+class Hub:
+    """The process's listener: one channel subscription, fanned out to every watcher.
+
+    The listener thread starts with the first subscription and stops a few
+    seconds after the last one ends (so a process nobody watches holds no
+    ``LISTEN`` connection). Asyncio watchers get each batch of events
+    through one ``call_soon_threadsafe`` per event loop, not one per watcher.
+    """
+
+    # How long the listener outlives its last watcher.
+    LINGER_SECONDS = 2.0
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._watchers: dict[str | None, set[Subscription]] = {}
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._empty_since: float | None = None
+
+    def subscribe(self, subscription: Subscription) -> Subscription:
+        """Start delivering to ``subscription`` (see :meth:`wait_listening`)."""
+        with self._lock:
+            self._watchers.setdefault(subscription.device_id, set()).add(subscription)
+            self._empty_since = None
+            if self._thread is None:
+                self._ready.clear()
+                self._thread = threading.Thread(target=self._listen, name="events", daemon=True)
+                self._thread.start()
+        return subscription
+
+    def wait_listening(self, timeout: float = 5.0) -> bool:
+        """Wait until the channel is heard: what is published from then on reaches this process.
+
+        A watcher that replays from the database first waits for this, so
+        nothing committed between its replay and its first live event is lost.
+        """
+        return self._ready.wait(timeout)
+
+    def listening_now(self) -> bool:
+        return self._ready.is_set()
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        with self._lock:
+            watchers = self._watchers.get(subscription.device_id)
+            if watchers is not None:
+                watchers.discard(subscription)
+                if not watchers:
+                    del self._watchers[subscription.device_id]
+            if not self._watchers:
+                self._empty_since = time.monotonic()
+
+    def count(self) -> int:
+        with self._lock:
+            return sum(len(watchers) for watchers in self._watchers.values())
+
+    # --- What the channel's listen loop calls (images.channels.Listener) ---
+
+    def listening(self) -> None:
+        self._ready.set()
+
+    def idle(self) -> bool:
+        with self._lock:
+            since = self._empty_since
+            return since is not None and time.monotonic() - since > self.LINGER_SECONDS
+
+    def _listen(self) -> None:
+        from images import channels
+
+        while True:
+            try:
+                channels.current().listen(self)
+            except Exception:  # noqa: BLE001 - a listener that cannot start: watchers resync
+                log.exception("the event listener failed")
+                self.gap()
+                time.sleep(1.0)
+            with self._lock:
+                if self._empty_since is not None:
+                    self._thread = None
+                    self._ready.clear()
+                    return
+
+    def deliver(self, payloads: list[bytes]) -> None:
+        """Hand events to their watchers (the listener thread calls this)."""
+        events = []
+        for payload in payloads:
+            try:
+                events.append(Event.decode(payload))
+            except (ValueError, KeyError, TypeError):
+                log.warning("ignored a malformed event payload")
+        per_loop: dict[Any, list[tuple[Subscription, Event]]] = {}
+        with self._lock:
+            everyone = [w for watchers in self._watchers.values() for w in watchers]
+            for event in events:
+                if event.kind == REVOKED:
+                    targets: Iterable[Subscription] = (
+                        w for w in everyone if w.token_id in event.token_ids
+                    )
+                else:
+                    targets = (
+                        *self._watchers.get(event.device_id, ()),
+                        *self._watchers.get(None, ()),
+                    )
+                for watcher in targets:
+                    per_loop.setdefault(watcher.loop, []).append((watcher, event))
+        for loop, deliveries in per_loop.items():
+            if loop is None:
+                _hand_over(deliveries)
+            elif not loop.is_closed():
+                loop.call_soon_threadsafe(_hand_over, deliveries)
+
+    def gap(self) -> None:
+        """The channel was lost for a while: every watcher must resynchronise from the database."""
+        with self._lock:
+            everyone = [w for watchers in self._watchers.values() for w in watchers]
+        for watcher in everyone:
+            if watcher.loop is None:
+                watcher.close("gap")
+            elif not watcher.loop.is_closed():
+                watcher.loop.call_soon_threadsafe(watcher.close, "gap")
+
+
+def _hand_over(deliveries: list[tuple[Subscription, Event]]) -> None:
+    for watcher, event in deliveries:
+        watcher.put(event)
+
+
+_hub: Hub | None = None
+_hub_lock = threading.Lock()
+
+
+def hub() -> Hub:
+    """This process's hub (created on first use)."""
+    global _hub
+    with _hub_lock:
+        if _hub is None:
+            _hub = Hub()
+        return _hub
