@@ -3,7 +3,7 @@ from django.urls import path, re_path
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from images.http import errors, export, listing, thumbnails, views
+from images.http import errors, export, listing, live, thumbnails, views
 from images.pages import views as pages
 from ops import views as ops
 
@@ -27,6 +27,15 @@ urlpatterns = [
     path("devices", listing.DeviceListView.as_view(), name="devices"),
     # Device ids may hold "/", which arrives decoded (%2F -> /): the id is
     # everything between "devices/" and the last "/images".
+    re_path(
+        r"^devices/(?P<device_id>.+)/images/latest$",
+        live.LatestImageView.as_view(),
+        name="device-latest",
+    ),
+    re_path(
+        r"^devices/(?P<device_id>.+)/events$", live.DeviceEventsView.as_view(), name="device-events"
+    ),
+    path("events", live.EventsView.as_view(), name="events"),
     re_path(
         r"^devices/(?P<device_id>.+)/images$",
         listing.DeviceImagesView.as_view(),

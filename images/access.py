@@ -6,13 +6,16 @@ gallery: the session) and asks the rules here. ``settings.IMAGES_AUTH``
 picks the mode: ``open`` (the default, as the original prototype: anyone may
 do anything) or ``token`` (every rule applies):
 
-- **read** (downloads, metadata, listings, thumbnails, live events): a
+- **read** (downloads, metadata, listings, thumbnails): a
   device, a reader or a staff user;
 - **upload**: the device itself, as its own ``deviceId``;
 - **delete**: a staff user, or the image's own device (a device may take
   back what it sent; readers never delete);
 - **export** (a device's images at once): a staff user, a reader, or that
-  device itself.
+  device itself;
+- **watch** (a device's ``latest`` image and its live events): a staff
+  user, a reader, or that device itself; the events of every device need a
+  reader or staff.
 
 Upload rates, in both modes when set (on by default in token mode): per
 device (``IMAGES_RATE_DEVICE``) and per client address
@@ -84,6 +87,13 @@ def may_delete(principal: Principal, device_id: str | None = None) -> bool:
 def may_export(principal: Principal, device_id: str) -> bool:
     """Staff, a reader, or that device itself."""
     return principal.kind in (STAFF, READER) or may_upload(principal, device_id)
+
+
+def may_watch(principal: Principal, device_id: str | None) -> bool:
+    """Live views (``latest``, events): staff, a reader, or the device (``None``: every device)."""
+    if principal.kind in (STAFF, READER) or not rules_apply():
+        return True
+    return device_id is not None and may_upload(principal, device_id)
 
 
 def cache_visibility() -> str:

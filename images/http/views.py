@@ -226,7 +226,7 @@ class ImageCollectionView(DownloadFastPath):
             answer = not_modified_response(request, head, immutable=False)
             if answer is not None:
                 return answer
-        return _image_or_metadata(request, selectors.image_find(**key), immutable=False)
+        return image_or_metadata(request, selectors.image_find(**key), immutable=False)
 
 
 class ImageItemView(DownloadFastPath):
@@ -251,7 +251,7 @@ class ImageItemView(DownloadFastPath):
             answer = not_modified_response(request, head, immutable=True)
             if answer is not None:
                 return answer
-        return _image_or_metadata(request, selectors.image_get(image_id=image_id), immutable=True)
+        return image_or_metadata(request, selectors.image_get(image_id=image_id), immutable=True)
 
     @extend_schema(
         operation_id="image_delete",
@@ -271,7 +271,7 @@ METADATA_RENDERERS: dict[str, type[BaseRenderer]] = {
 }
 
 
-def _image_or_metadata(request: HttpRequest, image: Image, *, immutable: bool) -> HttpResponse:
+def image_or_metadata(request: HttpRequest, image: Image, *, immutable: bool) -> HttpResponse:
     """The image, unless ``Accept`` names a metadata format and prefers it (API.md §3)."""
     choice = request.get_preferred_type([image.content_type, *METADATA_RENDERERS])
     if choice is None:

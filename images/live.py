@@ -1,0 +1,214 @@
+"""The live views of API.md §13: a device's latest image, and event streams.
+
+Front ends translate; the rules are here:
+
+- :func:`image_latest`: a device's newest image by ``timestamp``.
+- :func:`watch_open`: who may watch what (:func:`images.access.may_watch`),
+  and the :class:`Watch` a stream serves: its subscription first, then the
+  replay after ``Last-Event-ID`` from the database, then live events,
+  without repeating one the replay already sent.
+- :func:`sse_stream` / :func:`sse_stream_async`: that watch as a
+  ``text/event-stream`` (the WHATWG HTML "server-sent events" format),
+  for a thread (the development server) or an event loop (``serve``).
+
+A replay sends at most ``REPLAY_LIMIT`` images, then ends the stream: the
+client reconnects with the last id it got and continues from there, so no
+stream holds an unbounded backlog.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import close_old_connections
+from django.db.models import Q
+
+from images import access, events
+from images.access import Principal
+from images.errors import Forbidden, ImageNotFound, Unauthenticated
+from images.models import Image
+
+REPLAY_LIMIT = 1000
+# How long a browser waits before reconnecting (the stream's ``retry:`` field).
+RECONNECT_MS = 2000
+MEDIA_TYPE = "text/event-stream"
+
+
+def image_latest(device_id: str) -> Image:
+    """The device's newest image by timestamp (the unique index walked backwards), no bytes."""
+    image = (
+        Image.objects.defer("data").filter(device_id=device_id).order_by("-timestamp").first()
+        if "\x00" not in device_id
+        else None
+    )
+    if image is None:
+        raise ImageNotFound("no images from this device", field="deviceId")
+    return image
+
+
+def watch_check(principal: Principal, device_id: str | None) -> None:
+    """401 or 403 unless ``principal`` may watch ``device_id`` (``None``: every device)."""
+    if access.may_watch(principal, device_id):
+        return
+    if principal.anonymous:
+        raise Unauthenticated("this request needs credentials")
+    raise Forbidden(
+        "watching every device needs a reader token"
+        if device_id is None
+        else "watching a device needs a reader token or the device's own"
+    )
+
+
+@dataclass
+class Watch:
+    """One stream's state: what it watches, what it has sent, its subscription."""
+
+    device_id: str | None
+    last_event_id: str = ""
+    token_id: int | None = None
+    subscription: events.Subscription | None = None
+    # Ids the replay sent: a live event for one of them is not sent again.
+    replayed: set[str] = field(default_factory=set)
+    # The replay stopped at REPLAY_LIMIT: end the stream after it.
+    truncated: bool = False
+
+    def subscribe(self, loop: object = None) -> None:
+        """Subscribe; the replay that follows must wait for :meth:`events.Hub.wait_listening`."""
+        self.subscription = events.hub().subscribe(
+            events.Subscription(device_id=self.device_id, token_id=self.token_id, loop=loop)  # type: ignore[arg-type]
+        )
+
+    def unsubscribe(self) -> None:
+        if self.subscription is not None:
+            events.hub().unsubscribe(self.subscription)
+            self.subscription = None
+
+    def replay(self) -> list[bytes]:
+        """The events stored after ``last_event_id`` (none without one), as SSE chunks.
+
+        Blocks until the hub hears the channel (at most a few seconds).
+        """
+        events.hub().wait_listening()
+        after = _replay_start(self.last_event_id)
+        if after is None:
+            return []
+        rows = Image.objects.defer("data").order_by("received_at", "id")
+        if self.device_id is not None:
+            rows = rows.filter(device_id=self.device_id)
+        rows = rows.filter(
+            Q(received_at__gt=after.received_at) | Q(received_at=after.received_at, id__gt=after.id)
+        )
+        images = list(rows[: REPLAY_LIMIT + 1])
+        self.truncated = len(images) > REPLAY_LIMIT
+        chunks = []
+        for image in images[:REPLAY_LIMIT]:
+            event = events.image_event(image)
+            self.replayed.add(event.image_id)
+            chunks.append(sse_event(event))
+        return chunks
+
+    def live_chunk(self, event: events.Event) -> bytes | None:
+        if event.image_id in self.replayed:
+            return None
+        return sse_event(event)
+
+
+def _replay_start(last_event_id: str) -> Image | None:
+    """The image a reconnecting client saw last; ``None`` if it names none we still hold.
+
+    (An image deleted since, by retention for instance, leaves no position
+    to resume from: the stream then starts with what comes next.)
+    """
+    try:
+        key = uuid.UUID(last_event_id.strip())
+    except ValueError:
+        return None
+    return Image.objects.only("id", "received_at").filter(id=key).first()
+
+
+def watch_open(
+    principal: Principal,
+    device_id: str | None,
+    *,
+    last_event_id: str = "",
+    token_id: int | None = None,
+) -> Watch:
+    """A watch ``principal`` may open (else 401/403); nothing is subscribed yet."""
+    watch_check(principal, device_id)
+    if device_id is not None and "\x00" in device_id:
+        raise ImageNotFound("no images from this device", field="deviceId")
+    return Watch(device_id=device_id, last_event_id=last_event_id, token_id=token_id)
+
+
+def sse_event(event: events.Event) -> bytes:
+    # The metadata is compact JSON: one line, as a ``data:`` field needs.
+    return b"event: image\nid: " + event.image_id.encode() + b"\ndata: " + event.metadata + b"\n\n"
+
+
+def sse_preamble() -> bytes:
+    """The first bytes of every stream: the reconnection delay, and a comment.
+
+    Sent at once, so that the client (and any proxy) sees the stream is open.
+    """
+    return f"retry: {RECONNECT_MS}\n: images events\n\n".encode()
+
+
+KEEPALIVE = b": keep-alive\n\n"
+
+
+def sse_stream(watch: Watch) -> Iterator[bytes]:
+    """The stream for a thread: blocks between events; a comment every keep-alive interval."""
+    watch.subscribe()
+    try:
+        yield sse_preamble()
+        yield from watch.replay()
+        close_old_connections()
+        if watch.truncated:
+            return
+        assert watch.subscription is not None
+        while True:
+            try:
+                event = watch.subscription.next_blocking(settings.IMAGES_EVENTS_KEEPALIVE)
+            except events.Closed:
+                return
+            if event is None:
+                yield KEEPALIVE
+            elif (chunk := watch.live_chunk(event)) is not None:
+                yield chunk
+    finally:
+        watch.unsubscribe()
+
+
+async def sse_stream_async(watch: Watch, loop: object) -> AsyncIterator[bytes]:
+    """The stream for an event loop: holds no thread between events."""
+    watch.subscribe(loop)
+    try:
+        yield sse_preamble()
+        for chunk in await sync_to_async(_replay_in_worker, thread_sensitive=False)(watch):
+            yield chunk
+        if watch.truncated:
+            return
+        assert watch.subscription is not None
+        while True:
+            try:
+                event = await watch.subscription.next(settings.IMAGES_EVENTS_KEEPALIVE)
+            except events.Closed:
+                return
+            if event is None:
+                yield KEEPALIVE
+            elif (chunk := watch.live_chunk(event)) is not None:
+                yield chunk
+    finally:
+        watch.unsubscribe()
+
+
+def _replay_in_worker(watch: Watch) -> list[bytes]:
+    close_old_connections()
+    try:
+        return watch.replay()
+    finally:
+        close_old_connections()
