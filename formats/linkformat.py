@@ -23,7 +23,8 @@ from rest_framework.renderers import BaseRenderer
 MEDIA_TYPE = "application/link-format"
 CONTENT_FORMAT = 40
 
-AttrValue = str | int
+# None: an attribute without a value (``obs``, RFC 7641 §6).
+AttrValue = str | int | None
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,9 @@ class Link:
         """Every value of attribute ``name``, split at spaces (RFC 6690 §4.1)."""
         found: list[str] = []
         for key, value in self.attrs:
-            if key == name:
+            if key == name and value is None:
+                found.append("")
+            elif key == name:
                 found.extend(str(value).split(" ") if isinstance(value, str) else [str(value)])
         return found
 
@@ -49,7 +52,10 @@ def _quote(value: str) -> str:
 def serialize_link(link: Link) -> str:
     parts = [f"<{link.href}>"]
     for name, value in link.attrs:
-        parts.append(f"{name}={value}" if isinstance(value, int) else f"{name}={_quote(value)}")
+        if value is None:
+            parts.append(name)
+        else:
+            parts.append(f"{name}={value}" if isinstance(value, int) else f"{name}={_quote(value)}")
     return ";".join(parts)
 
 

@@ -7,13 +7,16 @@ the original prototype's, unchanged.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from urllib.parse import quote
 
 from aiocoap.numbers.contentformat import ContentFormat
+from django.db import DatabaseError
 
 from formats.linkformat import Filter, Link, apply_filters
 from formats.rfc3339 import format_timestamp
+from images import access
 from images.models import Image
 
 IMAGES = Link("/collections/images", (("rt", "simple.act"), ("if", "core.b")))
@@ -24,12 +27,36 @@ DEVICES = Link("/devices", (("if", "core.ll"),))
 LINKS: tuple[Link, ...] = (IMAGES, DEVICES)
 
 
+# How many devices' observable ``latest`` discovery lists; the rest are found
+# through ``/devices`` (a fleet's discovery document stays a few blocks).
+LATEST_LINKS_MAX = 1000
+
+
 def links_discover(filters: Sequence[Filter] = ()) -> list[Link]:
     """Links for ``/.well-known/core``, narrowed by every filter.
 
-    HTTP and CoAP serve the same resources, so both advertise these links.
+    HTTP and CoAP serve the same resources, so both advertise these links:
+    the static ones, then each device's observable ``latest`` (API.md §13;
+    the first ``LATEST_LINKS_MAX`` devices by id). In token mode device ids
+    are not public, and discovery is: it lists the static links only.
     """
-    return apply_filters(LINKS, filters)
+    links = list(LINKS)
+    if not access.rules_apply():
+        devices = (
+            Image.objects.order_by("device_id")
+            .values_list("device_id", flat=True)
+            .distinct()[:LATEST_LINKS_MAX]
+        )
+        # While the database is away, discovery still answers, without them.
+        with contextlib.suppress(DatabaseError):
+            links += [latest_link(device_id) for device_id in devices]
+    return apply_filters(links, filters)
+
+
+def latest_link(device_id: str) -> Link:
+    """A device's newest image, observable (``obs``, RFC 7641 §6)."""
+    href = f"/devices/{quote(device_id, safe='')}/images/latest"
+    return Link(href, (("rt", "image.latest"), ("obs", None), ("title", device_id)))
 
 
 def links_collections() -> list[Link]:

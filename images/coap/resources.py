@@ -132,7 +132,7 @@ class WellKnownCore(FrontEnd):
             filters = parse_filters(request.opt.uri_query)
         except FilterError as exc:
             raise InvalidInput(str(exc), field="query") from None
-        return _link_format(discovery.links_discover(filters))
+        return _link_format(await in_worker(discovery.links_discover)(filters))
 
 
 class Collections(FrontEnd):

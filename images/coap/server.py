@@ -15,6 +15,7 @@ from images import discovery
 from images.blobcache import BlobCache
 from images.coap import dedup
 from images.coap.blockwise import Block1Assembler
+from images.coap.live import Devices, LatestImage
 from images.coap.resources import (
     Collections,
     DeviceImages,
@@ -50,8 +51,13 @@ def site_build(*, access: Access) -> resource.Site:
     # exact path above still goes to ImageCollection.
     site.add_resource(images_path, ImageItem(blobs=blobs, access=access))
     site.add_resource(("devices",), DeviceList(access=access))
-    # Path-capable, like ImageItem: /devices/{deviceId}/images.
-    site.add_resource(("devices",), DeviceImages(access=access))
+    # Path-capable, like ImageItem: /devices/{deviceId}/images, and the
+    # observable /devices/{deviceId}/images/latest.
+    devices = Devices(
+        images=DeviceImages(access=access), latest=LatestImage(blobs=blobs, access=access)
+    )
+    devices.images.mounted_at = devices.latest.mounted_at = ("devices",)
+    site.add_resource(("devices",), devices)
     return site
 
 

@@ -11,6 +11,9 @@ from formats.linkformat import parse
 
 ORIGINAL_LINK = '</collections/images>;rt="simple.act";if="core.b"'
 
+# Discovery lists each device's observable latest image, from the database.
+pytestmark = pytest.mark.django_db
+
 
 @pytest.mark.parametrize("url", ["/.well-known/core", "/collections"])
 def test_it_serves_link_format_whose_first_link_is_the_original(client, url):
