@@ -1,7 +1,9 @@
 """Gallery pages (API.md §8): thin views over the same selectors and services as the API.
 
-Every page is server-rendered HTML with one same-origin stylesheet and no
-script; images come from the API's own URLs (thumbnails and downloads).
+Every page is server-rendered HTML with one same-origin stylesheet; images
+come from the API's own URLs (thumbnails and downloads). Only the device
+page runs script: one same-origin file that adds new images as the device's
+event stream announces them (API.md §13); everything else runs none.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from django.contrib import messages
 from django.contrib.auth.base_user import AbstractBaseUser
@@ -42,6 +44,11 @@ CONTENT_SECURITY_POLICY = (
     "default-src 'none'; img-src 'self'; style-src 'self'; form-action 'self'; "
     "base-uri 'none'; frame-ancestors 'none'"
 )
+# The device page, live: also our own script file (never inline script, so
+# no 'unsafe-inline'), which may open our own event stream and nothing else.
+LIVE_CONTENT_SECURITY_POLICY = f"{CONTENT_SECURITY_POLICY}; script-src 'self'; connect-src 'self'"
+# Any id: an image page's URL is this one with the id cut off (see ``_live``).
+_SOME_ID = uuid.UUID(int=0)
 
 
 @dataclass(frozen=True)
@@ -67,11 +74,37 @@ def tile(image: Image, size: int = TILE_SIZE) -> Tile:
 
 
 def _render(
-    request: HttpRequest, template: str, context: dict[str, Any], status: int = 200
+    request: HttpRequest,
+    template: str,
+    context: dict[str, Any],
+    status: int = 200,
+    *,
+    csp: str = CONTENT_SECURITY_POLICY,
 ) -> HttpResponse:
     response = render(request, f"images/gallery/{template}", context, status=status)
-    response["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+    response["Content-Security-Policy"] = csp
     return response
+
+
+def _live(
+    device_id: str, *, start: datetime | None, end: datetime | None, has_older: bool
+) -> dict[str, Any]:
+    """What ``gallery-live.js`` needs (as ``data-`` attributes) to add new images to a grid.
+
+    ``start`` and ``end`` bound the dates shown (``end`` exclusive): an image
+    outside them is not added. With ``has_older``, an image older than the
+    page's last one belongs to a later page and is not added either.
+    """
+    image_url = reverse("gallery-image", kwargs={"image_id": _SOME_ID})
+    return {
+        # Percent-encoded, "/" too, as the API's own device links are.
+        "events_url": f"/devices/{quote(device_id, safe='')}/events",
+        "image_url_prefix": image_url.removesuffix(str(_SOME_ID)),
+        "tile_size": TILE_SIZE,
+        "start": format_timestamp(start) if start is not None else "",
+        "end": format_timestamp(end) if end is not None else "",
+        "has_older": has_older,
+    }
 
 
 def _gallery_access(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
@@ -183,6 +216,15 @@ def gallery_device(request: HttpRequest, device_id: str) -> HttpResponse:
     if page.has_more:
         older = {**filters, "before": format_timestamp(page.items[-1].timestamp)}
         older_url = "?" + urlencode(older)
+    paged = valid and form.before() is not None
+    # Only the newest page grows as images arrive; an older page stays as it is.
+    live = (
+        None
+        if paged
+        else _live(
+            device_id, start=bounds.get("from"), end=bounds.get("to"), has_older=page.has_more
+        )
+    )
     return _render(
         request,
         "device.html",
@@ -191,11 +233,13 @@ def gallery_device(request: HttpRequest, device_id: str) -> HttpResponse:
             "form": form,
             "tiles": [tile(image) for image in page.items],
             "filtered": bool(filters),
-            "paged": valid and form.before() is not None,
+            "paged": paged,
             "newest_url": "?" + urlencode(filters),
             "older_url": older_url,
             "export_url": export_url,
+            "live": live,
         },
+        csp=LIVE_CONTENT_SECURITY_POLICY if live is not None else CONTENT_SECURITY_POLICY,
     )
 
 
