@@ -95,14 +95,18 @@ class LatestImage(ImageDownloads, interfaces.ObservableResource):
     async def add_observation(self, request: Message, observation: ServerObservation) -> None:
         device_id = self.device_of(tuple(request.opt.uri_path))
         if device_id is None:
+            decline(observation)
             return
         try:
             principal = self._access.authenticate(request) or ANONYMOUS
             live.watch_check(principal, device_id)
         except Exception:  # noqa: BLE001 - the render that follows answers the refusal
+            decline(observation)
             return
         if self.observers.add(device_id, request.remote.hostinfo, observation):
             self._listen()
+        else:
+            decline(observation)
 
     async def render_get(self, request: Message) -> Message:
         device_id = self.device_of(tuple(request.opt.uri_path))
@@ -184,6 +188,19 @@ class Devices(FrontEnd, resource.PathCapable, interfaces.ObservableResource):
     async def add_observation(self, request: Message, observation: ServerObservation) -> None:
         if self._target(request) is self.latest:
             await self.latest.add_observation(request, observation)
+        else:
+            decline(observation)
 
     async def render(self, request: Message) -> Message:
         return await self._target(request).render(request)
+
+
+def decline(observation: ServerObservation) -> None:
+    """Answer the registration as a plain request: no observation.
+
+    aiocoap 0.4 cancels every registration it rendered, accepted or not
+    (``ObservableResource._render_to_pipe``); a no-op cancellation and an
+    early deregistration make its first answer the last, refusals included.
+    """
+    observation.accept(lambda: None)
+    observation.deregister()
