@@ -123,6 +123,10 @@ def query_database(database_url: str, sql: str, params: tuple = ()) -> list[tupl
         return cursor.fetchall() if cursor.description else []
 
 
+# The machine's PostgreSQL (as on CI), for the tests of what only it does.
+LOCAL_POSTGRES = "postgresql://postgres@127.0.0.1:5432"
+
+
 def fresh_database_url(tmp: Path) -> str:
     """A new, empty database of the kind the suite runs on.
 
@@ -132,9 +136,13 @@ def fresh_database_url(tmp: Path) -> str:
     outer = os.environ.get("DATABASE_URL", "")
     if not outer.startswith(("postgres://", "postgresql://")):
         return f"sqlite:///{tmp / 'db.sqlite3'}"
+    return postgres_database_url(outer.rsplit("/", 1)[0])
+
+
+def postgres_database_url(server: str = LOCAL_POSTGRES) -> str:
+    """A throwaway database on the PostgreSQL ``server`` (dropped at the session's end)."""
     import psycopg
 
-    server = outer.rsplit("/", 1)[0]
     name = f"live_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(f"{server}/postgres", autocommit=True) as db:
         db.execute(f'CREATE DATABASE "{name}"')
@@ -182,18 +190,25 @@ def start_runserver(
 
 
 def start_serve(
-    tmp: Path, env: dict[str, str], *, workers: int = 2, name: str = "serve"
+    tmp: Path,
+    env: dict[str, str],
+    *,
+    workers: int = 2,
+    name: str = "serve",
+    events_port: int | None = None,
 ) -> tuple[subprocess.Popen, int]:
     """``manage.py serve`` (no CoAP) on a free port, in its own session; the process and port.
 
     ``env`` is the whole environment (DATABASE_URL, SECRET_KEY and the rest).
+    Its event-stream listener is on ``events_port`` (default: another free port).
     """
     port = free_port()
+    events_port = events_port or free_port()
     log = open(tmp / f"{name}.log", "wb")  # noqa: SIM115 - the child holds its own copy
     with log:
         process = subprocess.Popen(
             [sys.executable, "manage.py", "serve", "--host", "127.0.0.1", "--port", str(port)]
-            + ["--coap-port", "0", "--workers", str(workers)],
+            + ["--coap-port", "0", "--workers", str(workers), "--events-port", str(events_port)],
             cwd=ROOT,
             env=env,
             stdout=log,
@@ -201,6 +216,7 @@ def start_serve(
             start_new_session=True,
         )
     wait_for_port(port, process, timeout=60)
+    wait_for_port(events_port, process, timeout=60)
     return process, port
 
 

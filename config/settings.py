@@ -199,6 +199,9 @@ IMAGES_RETENTION_INTERVAL = env_int("IMAGES_RETENTION_INTERVAL", 300)
 # "redis": pub/sub on REDIS_URL), and seconds between keep-alive comments.
 IMAGES_EVENTS = env_str("IMAGES_EVENTS", "auto")
 IMAGES_EVENTS_KEEPALIVE = env_int("IMAGES_EVENTS_KEEPALIVE", 15)
+# Set by ``serve`` for its WSGI workers: the port of its stream listener, to
+# which they redirect stream requests (0: the streams are served in place).
+IMAGES_EVENTS_PORT = env_int("IMAGES_EVENTS_PORT", 0)
 # CoAP Observe registrations on latest: at most this many per client
 # endpoint, and in all (past either, a registration is answered as a plain GET).
 IMAGES_OBSERVE_PER_PEER = env_int("IMAGES_OBSERVE_PER_PEER", 32)

@@ -79,6 +79,9 @@ def _retrying(connect_and_listen: Callable[[], None], listener: Listener, name: 
             time.sleep(pause)
 
 
+PG_APPLICATION_NAME = "images-events"
+
+
 class PostgresChannel:
     """``NOTIFY images_events`` / ``LISTEN images_events`` on the service's own database."""
 
@@ -106,7 +109,11 @@ class PostgresChannel:
         def connect_and_listen() -> None:
             nonlocal first
             with psycopg.connect(
-                **{k: v for k, v in conninfo.items() if v}, autocommit=True, connect_timeout=5
+                **{k: v for k, v in conninfo.items() if v},
+                autocommit=True,
+                connect_timeout=5,
+                # Named, for an operator's pg_stat_activity.
+                application_name=PG_APPLICATION_NAME,
             ) as connection:
                 connection.execute(f"LISTEN {PG_CHANNEL}")
                 listener.listening()

@@ -144,6 +144,19 @@ def watch_open(
     return Watch(device_id=device_id, last_event_id=last_event_id, token_id=token_id)
 
 
+def listener_origin(host: str) -> str | None:
+    """Where ``serve``'s stream listener is, for a client that reached us at ``host``.
+
+    ``None`` when the streams are served in place (the development server).
+    ``host`` is the request's (validated) Host header: the listener is on the
+    same host name, at ``IMAGES_EVENTS_PORT``.
+    """
+    if not settings.IMAGES_EVENTS_PORT:
+        return None
+    name = host if host.endswith("]") else host.rsplit(":", 1)[0]
+    return f"http://{name}:{settings.IMAGES_EVENTS_PORT}"
+
+
 def sse_event(event: events.Event) -> bytes:
     # The metadata is compact JSON: one line, as a ``data:`` field needs.
     return b"event: image\nid: " + event.image_id.encode() + b"\ndata: " + event.metadata + b"\n\n"
@@ -161,12 +174,17 @@ KEEPALIVE = b": keep-alive\n\n"
 
 
 def sse_stream(watch: Watch) -> Iterator[bytes]:
-    """The stream for a thread: blocks between events; a comment every keep-alive interval."""
+    """The stream for a thread: blocks between events; a comment every keep-alive interval.
+
+    Its first bytes are sent once the process hears the channel: a client
+    that has them gets every image stored from then on.
+    """
     watch.subscribe()
     try:
-        yield sse_preamble()
-        yield from watch.replay()
+        replayed = watch.replay()
         close_old_connections()
+        yield sse_preamble()
+        yield from replayed
         if watch.truncated:
             return
         assert watch.subscription is not None
@@ -184,11 +202,12 @@ def sse_stream(watch: Watch) -> Iterator[bytes]:
 
 
 async def sse_stream_async(watch: Watch, loop: object) -> AsyncIterator[bytes]:
-    """The stream for an event loop: holds no thread between events."""
+    """The stream for an event loop: holds no thread between events (first bytes as above)."""
     watch.subscribe(loop)
     try:
+        replayed = await sync_to_async(_replay_in_worker, thread_sensitive=False)(watch)
         yield sse_preamble()
-        for chunk in await sync_to_async(_replay_in_worker, thread_sensitive=False)(watch):
+        for chunk in replayed:
             yield chunk
         if watch.truncated:
             return

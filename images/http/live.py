@@ -5,9 +5,10 @@ whose answer changes: ``Cache-Control: no-cache`` (clients revalidate with
 the ETag every time), and ``Content-Location`` names the image by id.
 
 ``GET /devices/{deviceId}/events`` and ``GET /events`` are served here as
-a blocking stream, for the development server and Django's test client;
-under ``serve`` they never reach a WSGI worker: :mod:`config.asgi` serves
-them on the event loop, with the same checks and the same stream
+a blocking stream, for the development server and Django's test client.
+Under ``serve`` they never hold a WSGI worker: the workers answer them with
+a redirect to ``serve``'s stream listener (:mod:`images.http.streams`),
+which serves them on an event loop with the same checks and the same stream
 (:mod:`images.live`).
 """
 
@@ -28,7 +29,7 @@ from images.http.errors import response_for_exception
 from images.http.views import image_or_metadata
 
 
-def _not_allowed(request: HttpRequest) -> HttpResponse | None:
+def not_allowed(request: HttpRequest) -> HttpResponse | None:
     if request.method in ("GET", "HEAD"):
         return None
     response = error_response(request, 405, {"detail": [f"{request.method} not allowed"]})
@@ -56,7 +57,7 @@ class LatestImageView(APIView):
 
 
 def latest_image(request: HttpRequest, device_id: str) -> HttpResponse:
-    answer = _not_allowed(request)
+    answer = not_allowed(request)
     if answer is not None:
         return answer
     try:
@@ -146,11 +147,26 @@ def stream_headers(response: HttpResponse) -> None:
     response["X-Content-Type-Options"] = "nosniff"
 
 
+def _to_stream_listener(request: HttpRequest, origin: str) -> HttpResponse:
+    """Under ``serve``, a stream is not held by a WSGI worker: 307 to its stream listener.
+
+    Behind a proxy that routes the stream paths to that listener (docs/live.md)
+    no stream request gets here.
+    """
+    response = HttpResponse(status=307)
+    response["Location"] = origin + request.get_full_path()
+    response["Cache-Control"] = "no-store"
+    return response
+
+
 def events_stream(request: HttpRequest, device_id: str | None) -> HttpResponse:
-    answer = _not_allowed(request)
+    answer = not_allowed(request)
     if answer is not None:
         return answer
     try:
+        origin = live.listener_origin(request.get_host())
+        if origin is not None:
+            return _to_stream_listener(request, origin)
         watch = watch_for(request, device_id)
     except Exception as exc:  # noqa: BLE001 - every error becomes a contract error
         return response_for_exception(request, exc)

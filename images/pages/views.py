@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 from django.contrib import messages
 from django.contrib.auth.base_user import AbstractBaseUser
@@ -28,6 +28,7 @@ from django.views.decorators.http import require_http_methods, require_safe
 
 from formats.rfc3339 import format_timestamp
 from images import access, discovery, identity, selectors, services, thumbnails
+from images import live as live_streams
 from images.access import Principal
 from images.errors import ImageNotFound
 from images.models import Image
@@ -44,9 +45,6 @@ CONTENT_SECURITY_POLICY = (
     "default-src 'none'; img-src 'self'; style-src 'self'; form-action 'self'; "
     "base-uri 'none'; frame-ancestors 'none'"
 )
-# The device page, live: also our own script file (never inline script, so
-# no 'unsafe-inline'), which may open our own event stream and nothing else.
-LIVE_CONTENT_SECURITY_POLICY = f"{CONTENT_SECURITY_POLICY}; script-src 'self'; connect-src 'self'"
 # Any id: an image page's URL is this one with the id cut off (see ``_live``).
 _SOME_ID = uuid.UUID(int=0)
 
@@ -87,7 +85,12 @@ def _render(
 
 
 def _live(
-    device_id: str, *, start: datetime | None, end: datetime | None, has_older: bool
+    request: HttpRequest,
+    device_id: str,
+    *,
+    start: datetime | None,
+    end: datetime | None,
+    has_older: bool,
 ) -> dict[str, Any]:
     """What ``gallery-live.js`` needs (as ``data-`` attributes) to add new images to a grid.
 
@@ -98,13 +101,34 @@ def _live(
     image_url = reverse("gallery-image", kwargs={"image_id": _SOME_ID})
     return {
         # Percent-encoded, "/" too, as the API's own device links are.
-        "events_url": f"/devices/{quote(device_id, safe='')}/events",
+        "events_url": _events_origin(request) + f"/devices/{quote(device_id, safe='')}/events",
         "image_url_prefix": image_url.removesuffix(str(_SOME_ID)),
         "tile_size": TILE_SIZE,
         "start": format_timestamp(start) if start is not None else "",
         "end": format_timestamp(end) if end is not None else "",
         "has_older": has_older,
     }
+
+
+def _events_origin(request: HttpRequest) -> str:
+    """Where the page opens its stream: here ("") or ``serve``'s stream listener.
+
+    A browser that reached ``serve`` directly (its Host names a port) opens
+    the listener on its own port; behind a proxy (Host without a port) the
+    proxy routes the stream path there (docs/live.md), so the page's own
+    origin serves.
+    """
+    host = request.get_host()
+    origin = live_streams.listener_origin(host)
+    explicit_port = ":" in host.rsplit("]", 1)[-1]
+    return origin if origin is not None and explicit_port else ""
+
+
+def _live_policy(live: dict[str, Any]) -> str:
+    """The page's policy: our own script, which may connect to its event stream only."""
+    events_url = urlsplit(live["events_url"])
+    elsewhere = f" {events_url.scheme}://{events_url.netloc}" if events_url.netloc else ""
+    return f"{CONTENT_SECURITY_POLICY}; script-src 'self'; connect-src 'self'{elsewhere}"
 
 
 def _gallery_access(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
@@ -222,7 +246,11 @@ def gallery_device(request: HttpRequest, device_id: str) -> HttpResponse:
         None
         if paged
         else _live(
-            device_id, start=bounds.get("from"), end=bounds.get("to"), has_older=page.has_more
+            request,
+            device_id,
+            start=bounds.get("from"),
+            end=bounds.get("to"),
+            has_older=page.has_more,
         )
     )
     return _render(
@@ -239,7 +267,7 @@ def gallery_device(request: HttpRequest, device_id: str) -> HttpResponse:
             "export_url": export_url,
             "live": live,
         },
-        csp=LIVE_CONTENT_SECURITY_POLICY if live is not None else CONTENT_SECURITY_POLICY,
+        csp=_live_policy(live) if live is not None else CONTENT_SECURITY_POLICY,
     )
 
 

@@ -41,6 +41,12 @@ class Command(BaseCommand):
             "--coap-port", type=int, default=settings.COAP_PORT, help="CoAP UDP port; 0: no CoAP"
         )
         parser.add_argument(
+            "--events-port",
+            type=int,
+            default=None,
+            help="port of the event-stream listener (default: the HTTP port + 1)",
+        )
+        parser.add_argument(
             "--workers", type=int, default=os.cpu_count() or 1, help="HTTP worker processes"
         )
         parser.add_argument(
@@ -64,7 +70,9 @@ class Command(BaseCommand):
             # Workers share metrics through files here (ops.metrics).
             "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp(prefix="images-metrics-"),
         }
-        children = [self._http(options, env)]
+        events_port = options["events_port"] or options["port"] + 1
+        env["IMAGES_EVENTS_PORT"] = str(events_port)
+        children = [self._http(options, env), self._streams(options, events_port, env)]
         if options["coap_port"]:
             children.append(self._coap(options, env))
         # Background work that must never take the servers down with it: a
@@ -79,6 +87,7 @@ class Command(BaseCommand):
             )
         self.stdout.write(
             f"serving HTTP on {options['host']}:{options['port']} ({options['workers']} workers)"
+            + f", event streams on {events_port}"
             + (f", CoAP on UDP {options['coap_port']}" if options["coap_port"] else "")
         )
         self._supervise(children, helpers, env)
@@ -108,6 +117,36 @@ class Command(BaseCommand):
             "--static-path-mount",
             str(settings.STATIC_ROOT),
             "config.wsgi:application",
+        ]
+        return _child(command, env)
+
+    def _streams(self, options: dict[str, Any], port: int, env: dict[str, str]) -> subprocess.Popen:
+        """The event streams' listener (images.http.streams): one process, one event loop.
+
+        Measured (docs/live.md): a WSGI worker holds a thread per open
+        stream, and ASGI for the whole API costs ordinary requests half
+        their rate or more; here, an open stream costs a coroutine.
+        """
+        command = [
+            sys.executable,
+            "-m",
+            "granian",
+            "--interface",
+            "asgi",
+            "--host",
+            options["host"],
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--workers-kill-timeout",
+            str(options["graceful_timeout"]),
+            "--respawn-failed-workers",
+            "--no-ws",
+            # Each open stream is a connection: let thousands in.
+            "--backpressure",
+            "20000",
+            "config.events:application",
         ]
         return _child(command, env)
 

@@ -6,6 +6,7 @@
  * inline script: the page's Content-Security-Policy allows only this file,
  * and connections to our own origin), and sets them only on the newest page:
  *   data-events-url         the device's text/event-stream, id percent-encoded
+ *                           (absolute when served by serve's stream listener)
  *   data-image-url-prefix   an image page's URL without the id
  *   data-tile-size          the thumbnails' ?size=
  *   data-start, data-end    the date filter's bounds (RFC 3339, end exclusive);
@@ -146,9 +147,11 @@
     }
   }
 
-  // Same origin, so the staff session cookie goes along (token mode). The
+  // Our own origin, or (under `serve`, reached directly) its stream listener
+  // on another port of the same host: credentials go along either way, for
+  // the staff session cookie (token mode), which belongs to the host. The
   // browser reconnects by itself, sending Last-Event-ID: the server then
   // replays what was stored meanwhile.
-  const source = new EventSource(options.eventsUrl);
+  const source = new EventSource(options.eventsUrl, { withCredentials: true });
   source.addEventListener("image", arrived);
 })();

@@ -1,0 +1,187 @@
+"""The event streams on an event loop: ``serve``'s stream listener (API.md §13).
+
+``serve`` runs this ASGI application in its own granian process, on
+``--events-port``. Measured (docs/live.md): the WSGI workers cannot hold a
+stream without holding a thread each, and Django's ASGI handler for the
+whole API serves ordinary requests at 10 to 50 % of the WSGI rate; so
+ordinary requests stay on WSGI, and only ``/events`` and
+``/devices/{deviceId}/events`` come here, where an open stream is a
+subscription and a coroutine (about 26 KB), not a thread.
+
+Each stream is opened exactly as the WSGI view opens it: the same Django
+request (with its session, for the gallery's logged-in staff), the same
+checks (:func:`images.http.live.watch_for`) and errors, in a worker thread
+because they read the database; then :func:`images.live.sse_stream_async`
+runs on the loop. Everything else here is a 404.
+
+Browsers reach this listener from a page served by the WSGI port: a
+different origin (the port differs). An ``Origin`` on the same host name is
+allowed, with credentials (cookies belong to the host, not the port); any
+other origin gets no CORS headers, so browsers refuse it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from asgiref.sync import sync_to_async
+from django.contrib.auth.middleware import AuthenticationMiddleware
+from django.contrib.sessions.middleware import SessionMiddleware
+from django.core.handlers.asgi import ASGIRequest
+from django.db import close_old_connections
+from django.http import HttpResponse
+
+from formats.errors import error_response
+from images import events, live
+from images.http import live as http_live
+from images.http.errors import response_for_exception
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+# As the API's routes (config/urls.py): a device id may hold "/", sent as %2F
+# or not (the path arrives decoded either way).
+_PATH = re.compile(r"^/(?:devices/(?P<device_id>.+)/)?events$")
+
+
+async def application(scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["type"] == "lifespan":
+        await _lifespan(receive, send)
+        return
+    if scope["type"] != "http":
+        return
+    opened = await sync_to_async(_open, thread_sensitive=False)(scope)
+    if isinstance(opened, HttpResponse):
+        await _send_response(send, opened, _cors(scope))
+        return
+    watch, response = opened
+    chunks = live.sse_stream_async(watch, asyncio.get_running_loop())
+    try:
+        # The answer starts once the stream hears the channel (its first chunk).
+        first = await anext(chunks)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": _headers(response) + _cors(scope),
+            }
+        )
+        if scope["method"] == "GET":
+            await send({"type": "http.response.body", "body": first, "more_body": True})
+            await _stream(chunks, receive, send)
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    except OSError:
+        return  # the connection broke while sending
+    finally:
+        await chunks.aclose()
+
+
+def _open(scope: Scope) -> HttpResponse | tuple[live.Watch, HttpResponse]:
+    """The watch this request may open, and its response's headers; or the error to send."""
+    close_old_connections()
+    try:
+        request = ASGIRequest(scope, io.BytesIO())
+        try:
+            # The session and its user, as the WSGI middleware would set them.
+            SessionMiddleware(_no_view).process_request(request)
+            AuthenticationMiddleware(_no_view).process_request(request)
+            request.get_host()  # ALLOWED_HOSTS, as everywhere else
+            match = _PATH.match(scope["path"])
+            if match is None:
+                return error_response(request, 404, {"path": ["no such stream"]})
+            answer = http_live.not_allowed(request)
+            if answer is not None:
+                return answer
+            watch = http_live.watch_for(request, match["device_id"])
+        except Exception as exc:  # noqa: BLE001 - every error becomes a contract error
+            return response_for_exception(request, exc)
+        response = HttpResponse(content_type=f"{live.MEDIA_TYPE}; charset=utf-8")
+        http_live.stream_headers(response)
+        return watch, response
+    finally:
+        close_old_connections()
+
+
+def _no_view(request: Any) -> None:  # the middleware's get_response, never called
+    return None
+
+
+async def _stream(chunks: AsyncIterator[bytes], receive: Receive, send: Send) -> None:
+    """Send the stream's chunks until it ends or the client goes away."""
+    gone = asyncio.ensure_future(_disconnected(receive))
+    try:
+        while True:
+            following = asyncio.ensure_future(anext(chunks))
+            await asyncio.wait({following, gone}, return_when=asyncio.FIRST_COMPLETED)
+            if not following.done():
+                following.cancel()  # runs the stream's ``finally``: unsubscribed
+                return
+            try:
+                chunk = following.result()
+            except StopAsyncIteration:
+                return
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    finally:
+        gone.cancel()
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            # Shutting down: end every open stream, so that its client
+            # reconnects (to another instance, or to this one restarted).
+            events.hub().gap()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+def _headers(response: HttpResponse) -> list[tuple[bytes, bytes]]:
+    return [
+        (name.lower().encode("latin-1"), value.encode("latin-1"))
+        for name, value in response.items()
+    ]
+
+
+async def _send_response(send: Send, response: HttpResponse, extra: list) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": response.status_code,
+            "headers": _headers(response) + extra,
+        }
+    )
+    await send({"type": "http.response.body", "body": response.content})
+
+
+def _cors(scope: Scope) -> list[tuple[bytes, bytes]]:
+    """CORS headers for a page on the same host (another port); none for any other origin."""
+    headers = dict(scope.get("headers", []))
+    origin = headers.get(b"origin", b"").decode("latin-1")
+    host = headers.get(b"host", b"").decode("latin-1")
+    if not origin or not host:
+        return []
+    try:
+        same = urlsplit(origin).hostname == urlsplit(f"//{host}").hostname
+    except ValueError:
+        return []
+    if not same:
+        return []
+    return [
+        (b"access-control-allow-origin", origin.encode("latin-1")),
+        (b"access-control-allow-credentials", b"true"),
+        (b"vary", b"Origin"),
+    ]
