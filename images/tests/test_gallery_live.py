@@ -6,8 +6,13 @@ HTTP from the test while the page stays open.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import os
+import signal
+import subprocess
+import sys
 import urllib.request
 from collections.abc import Iterator
 from urllib.parse import quote
@@ -16,7 +21,7 @@ import pytest
 from PIL import Image as PILImage
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
 
-from conftest import LiveServer, start_runserver, stop
+from conftest import ROOT, LiveServer, fresh_database_url, start_runserver, start_serve, stop
 from images.tests.test_gallery_browser import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = pytest.mark.slow
@@ -69,14 +74,15 @@ def png(width: int, height: int, shade: int) -> bytes:
     return out.getvalue()
 
 
-def upload(server: LiveServer, device: str, timestamp: str, body: bytes) -> str:
+def upload(server: LiveServer, device: str, timestamp: str, body: bytes, token: str = "") -> str:
     """POST raw PNG bytes; the new image's id."""
     query = f"deviceId={quote(device, safe='')}&timestamp={quote(timestamp, safe='')}"
     request = urllib.request.Request(
         f"{server.url}/collections/images?{query}",
         data=body,
         method="POST",
-        headers={"Content-Type": "image/png"},
+        headers={"Content-Type": "image/png"}
+        | ({"Authorization": f"Bearer {token}"} if token else {}),
     )
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.loads(response.read())["id"]
@@ -170,3 +176,56 @@ def test_an_older_page_does_not_listen(server, page):
     expect(page.locator("ul.grid > li")).to_have_count(1)
     assert page.locator("script").count() == 0
     assert "script-src" not in response.headers["content-security-policy"]
+
+
+def test_under_serve_a_logged_in_staff_page_hears_the_stream_listener(tmp_path, page):
+    """Token mode under ``serve``: the page (API port) opens the stream on the listener's
+    port, with the staff session's cookie; the listener allows that origin only."""
+    database_url = fresh_database_url(tmp_path)
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "SECRET_KEY": "test-only-secret",
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "IMAGES_AUTH": "token",
+        "IMAGES_OPTIMIZE": "inline",
+        "DJANGO_SUPERUSER_PASSWORD": "a long passphrase",
+    }
+    process, port = start_serve(tmp_path, env, workers=1)
+    try:
+
+        def manage(*command: str) -> str:
+            return subprocess.run(
+                [sys.executable, "manage.py", *command],
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=True,
+            ).stdout.strip()
+
+        manage("createsuperuser", "--noinput", "--username", "ops", "--email", "ops@example.org")
+        token = manage("issuetoken", "--device", "yard").split()[-1]
+        server = LiveServer(port, database_url, process)
+        first = upload(server, "yard", "2024-09-05T08:00:00Z", png(64, 64, 10), token)
+
+        page.goto(f"{server.url}/gallery/devices/yard")
+        page.get_by_label("Username").fill("ops")
+        page.get_by_label("Password").fill("a long passphrase")
+        with page.expect_response(lambda response: response.url.endswith("/events")) as stream:
+            page.get_by_role("button", name="Log in").click()
+        assert stream.value.status == 200
+        assert not stream.value.url.startswith(server.url)  # the listener's own port
+        page.evaluate("window.sameDocument = true")
+
+        new = upload(server, "yard", "2024-09-05T09:00:00Z", png(64, 64, 99), token)
+        tiles = page.locator("ul.grid > li")
+        expect(tiles.first).to_have_attribute("data-id", new)
+        expect(tiles.nth(1)).to_have_attribute("data-id", first)
+        assert page.evaluate("window.sameDocument") is True
+        page.close()  # before the server goes: its stream ends with it
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)

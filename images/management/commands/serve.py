@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -90,7 +91,10 @@ class Command(BaseCommand):
             + f", event streams on {events_port}"
             + (f", CoAP on UDP {options['coap_port']}" if options["coap_port"] else "")
         )
-        self._supervise(children, helpers, env)
+        try:
+            self._supervise(children, helpers, env)
+        finally:
+            shutil.rmtree(env["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
 
     def _http(self, options: dict[str, Any], env: dict[str, str]) -> subprocess.Popen:
         command = [
@@ -139,8 +143,11 @@ class Command(BaseCommand):
             str(port),
             "--workers",
             "1",
+            # Streams never finish on their own: on SIGTERM they are cut after
+            # a moment, and their clients reconnect (with Last-Event-ID, to
+            # another instance or to this one restarted) and miss nothing.
             "--workers-kill-timeout",
-            str(options["graceful_timeout"]),
+            "1",
             "--respawn-failed-workers",
             "--no-ws",
             # Each open stream is a connection: let thousands in.
