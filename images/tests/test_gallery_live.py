@@ -19,10 +19,10 @@ from urllib.parse import quote
 
 import pytest
 from PIL import Image as PILImage
-from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Page, expect
 
 from conftest import ROOT, LiveServer, fresh_database_url, start_runserver, start_serve, stop
-from images.tests.test_gallery_browser import CHROMIUM, CHROMIUM_ARGS
+from images.tests import test_gallery_browser as gallery_browser
 
 pytestmark = pytest.mark.slow
 
@@ -38,12 +38,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     stop(server.process)
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
+# One Chromium for this module, launched as the other browser tests launch it.
+browser = gallery_browser.browser
 
 
 @pytest.fixture
