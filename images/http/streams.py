@@ -23,6 +23,7 @@ other origin gets no CORS headers, so browsers refuse it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
@@ -120,7 +121,11 @@ async def _stream(chunks: AsyncIterator[bytes], receive: Receive, send: Send) ->
             following = asyncio.ensure_future(anext(chunks))
             await asyncio.wait({following, gone}, return_when=asyncio.FIRST_COMPLETED)
             if not following.done():
-                following.cancel()  # runs the stream's ``finally``: unsubscribed
+                # The client went: end the stream (its ``finally`` unsubscribes)
+                # and wait for that, so that nothing still runs it on ``aclose``.
+                following.cancel()
+                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                    await following
                 return
             try:
                 chunk = following.result()

@@ -73,6 +73,8 @@ def test_runcoap_writes_one_json_line_per_request_as_http_does(server, log_dir):
     assert uploads[0]["bytes_in"] > 0
 
 
+# Discovery reads the database (each device's observable latest).
+@pytest.mark.django_db(transaction=True)
 def test_the_record_keeps_at_most_per_peer_entries_and_still_answers(monkeypatch):
     monkeypatch.setattr(dedup, "PER_PEER", 40)
 

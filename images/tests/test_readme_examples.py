@@ -108,7 +108,8 @@ def this_readmes_examples() -> str:
     """The shell blocks of README.md's HTTP endpoint sections and its first operations block.
 
     From "## Endpoints" up to the CoAP section (which needs a CoAP server and
-    libcoap, tested in test_coap_libcoap), in order.
+    libcoap, tested in test_coap_libcoap), in order. The live section after it
+    holds streams that never end (tested in test_events and test_live_serve).
     """
     text = (ROOT / "README.md").read_text()
     endpoints = text[text.index("## Endpoints") : text.index("### CoAP (RFC 7252, UDP)")]
