@@ -147,7 +147,14 @@ def test_a_long_replay_stops_at_its_limit_and_the_client_resumes(client, monkeyp
 
 def test_an_unknown_last_event_id_starts_live_without_replay(client, settings):
     settings.IMAGES_EVENTS_KEEPALIVE = 1
-    upload(client, "cam", "2024-01-01T00:00:00Z")
+    # Stored, and its event heard, before the stream below opens: a stream
+    # opened while that event was still on its way could get it, live.
+    first = open_stream(client, "/devices/cam/events")
+    try:
+        stored = upload(client, "cam", "2024-01-01T00:00:00Z")
+        assert first.next_event()["id"] == stored["id"]
+    finally:
+        first.close()
     stream = open_stream(
         client, "/devices/cam/events", HTTP_LAST_EVENT_ID="00000000-0000-0000-0000-000000000000"
     )
