@@ -26,6 +26,7 @@ import hashlib
 import logging
 import os
 import socket
+import struct
 import tempfile
 import threading
 import time
@@ -44,6 +45,11 @@ PG_CHANNEL = "images_events"
 _HEARTBEAT_SECONDS = 10.0
 _IDLE_CHECK_SECONDS = 1.0
 _RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0)
+# How long a local publisher waits for room in a listener's queue.
+_SEND_TIMEOUT = 1.0
+_STUCK_SECONDS = 30.0
+# What a local listener reads as: you missed events (see LocalChannel._send).
+_LOCAL_GAP = b"gap"
 
 
 class Listener(Protocol):
@@ -139,6 +145,10 @@ class LocalChannel:
         self.directory = directory
         self._sender: socket.socket | None = None
         self._lock = threading.Lock()
+        # Listeners found not reading: socket name -> until when not to wait for them.
+        self._stuck: dict[str, float] = {}
+        # Listeners that missed an event: each gets a gap marker before its next one.
+        self._dropped: set[str] = set()
 
     def publish(self, payload: bytes) -> None:
         try:
@@ -148,18 +158,51 @@ class LocalChannel:
         with self._lock:
             if self._sender is None:
                 self._sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-                self._sender.setblocking(False)
+                # A listener's queue is short (net.unix.max_dgram_qlen, 10 by
+                # default): a burst of uploads fills it while its process is
+                # busy. The send then waits for room, as a stream socket would,
+                # and gives up (dropping the event for that listener only) after
+                # _SEND_TIMEOUT. The kernel does the waiting (SO_SNDTIMEO on a
+                # blocking socket): Python's own timeout would poll in a loop.
+                seconds = int(_SEND_TIMEOUT)
+                micros = int((_SEND_TIMEOUT - seconds) * 1_000_000)
+                self._sender.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", seconds, micros)
+                )
+            now = time.monotonic()
             for name in names:
-                path = self.directory / name
-                try:
-                    self._sender.sendto(payload, str(path))
-                except (ConnectionRefusedError, FileNotFoundError):
-                    path.unlink(missing_ok=True)  # its process is gone
-                except BlockingIOError:
-                    # That listener is far behind; its watchers resynchronise.
-                    log.warning("an event listener's queue is full; event dropped for it")
-                except OSError as exc:
-                    log.warning("could not send an event to %s: %s", path, exc)
+                self._send(name, payload, now)
+
+    def _send(self, name: str, payload: bytes, now: float) -> None:
+        path = str(self.directory / name)
+        assert self._sender is not None
+        # One that did not read for _SEND_TIMEOUT is not waited for again for
+        # a while: a hung process must not hold up every upload.
+        stuck = self._stuck.get(name, 0.0) > now
+        flags = socket.MSG_DONTWAIT if stuck else 0
+        try:
+            if name in self._dropped:
+                # It missed events: it tells its watchers to catch up from the database.
+                self._sender.sendto(_LOCAL_GAP, flags, path)
+                self._dropped.discard(name)
+            self._sender.sendto(payload, flags, path)
+            self._stuck.pop(name, None)
+        except (ConnectionRefusedError, FileNotFoundError):
+            Path(path).unlink(missing_ok=True)  # its process is gone
+            self._stuck.pop(name, None)
+            self._dropped.discard(name)
+        except BlockingIOError:
+            if not stuck:
+                log.warning(
+                    "an event listener (%s) did not read for %.1f s: events dropped for it"
+                    " (its watchers catch up from the database once it reads again)",
+                    name,
+                    _SEND_TIMEOUT,
+                )
+            self._stuck[name] = now + _STUCK_SECONDS
+            self._dropped.add(name)
+        except OSError as exc:
+            log.warning("could not send an event to %s: %s", path, exc)
 
     def listen(self, listener: Listener) -> None:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -181,7 +224,14 @@ class LocalChannel:
                         batch.append(receiver.recv(65536))
                 except BlockingIOError:
                     pass
-                listener.deliver(batch)
+                while _LOCAL_GAP in batch:
+                    at = batch.index(_LOCAL_GAP)
+                    if at:
+                        listener.deliver(batch[:at])
+                    listener.gap()
+                    batch = batch[at + 1 :]
+                if batch:
+                    listener.deliver(batch)
         finally:
             receiver.close()
             path.unlink(missing_ok=True)

@@ -4,7 +4,7 @@ The events travel for real: published on commit to the channel of the
 suite's database (local sockets on SQLite, ``NOTIFY`` on PostgreSQL),
 received by this process's listener thread, and streamed. The streams are
 the blocking ones the development server runs (``serve`` runs the same
-stream on its event loop: see test_events_serve.py).
+stream on its event loop: see test_live_serve.py).
 """
 
 from __future__ import annotations

@@ -1,0 +1,287 @@
+"""The measurements of ``bench/live.py``, each printing its figures as it goes.
+
+Opening and closing every stream and registration (``open_all``,
+``close_all``), the resident set before and after (``print_memory``), a warm-up
+upload per device (``settle``), ``latency`` from each upload's ``201`` to its
+deliveries (``percentile``, ``summary``), and the upload and download
+``rates`` with wrk, with the clients open and not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+import statistics
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+from bench import http as bench_http
+from bench.live_clients import WatcherProcess
+from bench.live_server import (
+    Layout,
+    Server,
+    Stamps,
+    cpu_seconds,
+    memory,
+    noise_png,
+    small_png,
+    udp_counters,
+)
+from bench.support import query_database
+
+SETTLE_SECONDS = 2.0
+LINGER_SECONDS = 2.0
+
+
+def percentile(ordered: list[float], fraction: float) -> float:
+    """Nearest rank."""
+    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
+
+
+def summary(latencies: list[float]) -> str:
+    if not latencies:
+        return "no deliveries"
+    ordered = sorted(latencies)
+    late = sum(value > 1.0 for value in ordered)
+    return (
+        f"p50 {percentile(ordered, 0.5) * 1000:7.1f} ms"
+        f"  p99 {percentile(ordered, 0.99) * 1000:7.1f} ms"
+        f"  max {ordered[-1] * 1000:7.1f} ms  min {ordered[0] * 1000:6.1f} ms  over 1 s: {late}"
+    )
+
+
+def open_all(watcher: WatcherProcess, layout: Layout, args: argparse.Namespace) -> dict:
+    opened = watcher.call("open", layout.paths, layout.observed, args.per_socket, not args.non)
+    layout.observing = opened["observing"]
+    streams_ok = opened["streams"].get(200, 0)
+    observing = len(layout.observing)
+    print(
+        f"opened {streams_ok}/{len(layout.paths)} streams in {opened['streams_seconds']:.1f} s"
+        + _others(opened["streams"], 200)
+        + f"; {observing}/{len(layout.observed)} registrations in"
+        f" {opened['observers_seconds']:.1f} s" + _others(opened["observers"], "observing"),
+        flush=True,
+    )
+    return opened
+
+
+def _others(outcomes: Counter, good: Any) -> str:
+    bad = {key: count for key, count in outcomes.items() if key != good}
+    return f" (failed: {bad})" if bad else ""
+
+
+def close_all(watcher: WatcherProcess) -> None:
+    closed = watcher.call("close")
+    print(
+        f"closed them in {closed['seconds']:.1f} s ({closed['deregistered']} registrations"
+        f" cancelled with Observe: 1, {closed['unanswered']} unanswered)",
+        flush=True,
+    )
+
+
+def print_memory(before: dict, after: dict, streams: int, observers: int, label: str) -> None:
+    parts = []
+    for name, count, unit in (
+        ("events", streams, "stream"),
+        ("coap", observers, "registration"),
+    ):
+        grown = after.get(name, 0) - before.get(name, 0)
+        per = f", {grown / count:.1f} KiB per {unit}" if count else ""
+        who = "stream listener" if name == "events" else "runcoap"
+        parts.append(
+            f"{who} {before.get(name, 0) / 1024:.1f} -> {after.get(name, 0) / 1024:.1f} MiB"
+            f" ({grown / 1024:+.1f} MiB{per})"
+        )
+    print(f"RSS {label}: " + "; ".join(parts), flush=True)
+
+
+def settle(server: Server, watcher: WatcherProcess, layout: Layout, stamps: Stamps) -> None:
+    """One upload per watched device (not measured), so every path is warm; then drop it."""
+    for device in layout.devices:
+        server.upload(small_png(next(PNG_NUMBERS)), device, stamps())
+    time.sleep(SETTLE_SECONDS)
+    watcher.call("collect", True)
+
+
+PNG_NUMBERS = itertools.count(1)
+
+
+def latency(
+    server: Server,
+    watcher: WatcherProcess,
+    layout: Layout,
+    args: argparse.Namespace,
+    stamps: Stamps,
+) -> None:
+    uploads = []  # (device, id, etag hex, time of the 201)
+    udp = udp_counters()
+    started = time.monotonic()
+    for number in range(args.uploads):
+        delay = started + number * args.interval - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        device = layout.devices[number % len(layout.devices)]
+        meta, arrived = server.upload(small_png(next(PNG_NUMBERS)), device, stamps())
+        uploads.append((device, meta["id"], meta["sha256"][:16], arrived))
+    time.sleep(LINGER_SECONDS)
+    found = watcher.call("collect", False)
+    udp = {name: value - udp[name] for name, value in udp_counters().items()}
+
+    watchers_of: dict[str, list[int]] = defaultdict(list)
+    for index, device in enumerate(layout.watched):
+        watchers_of[device or "*"].append(index)
+    observers_of: dict[str, list[int]] = defaultdict(list)
+    for index in layout.observing:
+        observers_of[layout.observed[index]].append(index)
+
+    for label, arrivals, key, expected_of in (
+        ("event streams", found["sse"], 1, lambda d: watchers_of[d] + watchers_of["*"]),
+        ("Observe", found["coap"], 2, lambda d: observers_of[d]),
+    ):
+        latencies, slowest = [], []
+        expected = missing = duplicates = stray = 0
+        for upload in uploads:
+            device, arrived = upload[0], upload[3]
+            wanted = set(expected_of(device))
+            first: dict[int, float] = {}
+            for index, moment in arrivals.get(upload[key], ()):
+                if index not in wanted:
+                    stray += 1
+                elif index in first:
+                    duplicates += 1
+                else:
+                    first[index] = moment
+            expected += len(wanted)
+            missing += len(wanted) - len(first)
+            these = [moment - arrived for moment in first.values()]
+            latencies.extend(these)
+            if these:
+                slowest.append(max(these))
+        print(
+            f"  {label:<14} {expected:6d} expected, {len(latencies):6d} delivered,"
+            f" {missing} missing, {duplicates} duplicates, {stray} to others",
+            flush=True,
+        )
+        print(f"  {'':<14} {summary(latencies)}")
+        if slowest:
+            print(f"  {'':<14} last delivery of each upload: {summary(slowest)}")
+    others = {
+        "streams ended by the server": found["ended"],
+        "unmatched CoAP messages": found["coap_unmatched"],
+    }
+    others.update({f"CoAP socket {name}": count for name, count in found["coap_errors"].items()})
+    # Any UDP datagram lost on this machine meanwhile (all of it is this bench's).
+    others.update({f"kernel UDP {name}": udp[name] for name in ("RcvbufErrors", "SndbufErrors")})
+    if any(others.values()):
+        print("  " + ", ".join(f"{name}: {count}" for name, count in others.items() if count))
+
+
+def rates(
+    server: Server,
+    watcher: WatcherProcess,
+    layout: Layout,
+    args: argparse.Namespace,
+    tmp: Path,
+    database_url: str,
+) -> None:
+    image = args.rate_image
+    if image is None:
+        image = tmp / "noise-32x32.png"
+        image.write_bytes(noise_png(32))
+    content_type = "image/jpeg" if image.suffix.lower() in (".jpg", ".jpeg") else "image/png"
+    meta, _ = server.upload(
+        image.read_bytes(), "rate-download", "2024-01-01T00:00:00Z", content_type
+    )
+    item = f"{server.url}{meta['href']}"
+    every = [index for index, device in enumerate(layout.watched) if device is None]
+    print(
+        f"rates: wrk -t2 -c{args.connections}, {args.seconds} s each; uploads of"
+        f" {image.name} ({image.stat().st_size:,} bytes) to unwatched devices (but each is"
+        f" an event on the {len(every)} /events streams), downloads of it by id",
+        flush=True,
+    )
+    print(
+        "CPU s: each role's processes during the round (http: the WSGI workers; listener: the"
+        " stream listener; watcher: this bench's clients); backlog: images waiting for the"
+        " optimiser as the round starts",
+        flush=True,
+    )
+    print(
+        f"{'round':>5} {'open':>4} {'uploads/s':>9} {'p99 ms':>7} {'downloads/s':>11}"
+        f" {'p99 ms':>7} {'errors':>6} {'/events deliveries':>18} {'backlog':>7}"
+        f" {'CPU s:':>6} {'http':>5} {'listener':>8} {'coap':>5} {'optimiser':>9} {'watcher':>7}",
+        flush=True,
+    )
+    # Not counted: the first run of each is slower, whatever is open.
+    script = tmp / "upload-warm-up.lua"
+    script.write_text(
+        bench_http.INGEST_LUA.format(file=image, prefix="warm-up", content_type=content_type)
+    )
+    bench_http.wrk(server.url, min(3, args.seconds), args.connections, "-s", str(script))
+    bench_http.wrk(item, min(3, args.seconds), args.connections)
+    is_open = True
+    results: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
+    for number in range(args.rounds):
+        want_open = number % 4 in (0, 3)
+        if want_open != is_open:
+            before = memory(server)
+            if want_open:
+                open_all(watcher, layout, args)
+                after = memory(server)
+                print_memory(before, after, len(layout.paths), len(layout.observing), "opened")
+            else:
+                close_all(watcher)
+                print_memory(before, memory(server), 0, 0, "closed")
+            is_open = want_open
+        script = tmp / f"upload-{number}.lua"
+        prefix = f"rate{number}"
+        script.write_text(
+            bench_http.INGEST_LUA.format(file=image, prefix=prefix, content_type=content_type)
+        )
+        [(backlog,)] = query_database(
+            database_url, "SELECT COUNT(*) FROM images_image WHERE NOT optimized"
+        )
+        watcher_cpu = watcher.call("collect", False)["cpu"]
+        cpu = cpu_seconds(server)
+        up = bench_http.wrk(server.url, args.seconds, args.connections, "-s", str(script))
+        down = bench_http.wrk(item, args.seconds, args.connections)
+        time.sleep(0.5)
+        used = {role: value - cpu.get(role, 0.0) for role, value in cpu_seconds(server).items()}
+        found = watcher.call("collect", False)
+        [(stored,)] = query_database(
+            database_url,
+            "SELECT COUNT(*) FROM images_image WHERE device_id LIKE ?",
+            (f"{prefix}-%",),
+        )
+        delivered = sum(found["sse_counts"].get(index, 0) for index in every)
+        deliveries = f"{delivered}/{stored * len(every)}" if is_open else "-"
+        print(
+            f"{number + 1:>5} {'yes' if is_open else 'no':>4} {up['rps']:>9.1f}"
+            f" {up['p99']:>7.1f} {down['rps']:>11.1f} {down['p99']:>7.1f}"
+            f" {up['errors'] + down['errors']:>6.0f} {deliveries:>18} {backlog:>7} {'':>6}"
+            f" {used.get('http', 0):>5.1f} {used.get('events', 0):>8.1f}"
+            f" {used.get('coap', 0):>5.1f} {used.get('optimiser', 0):>9.1f}"
+            f" {found['cpu'] - watcher_cpu:>7.1f}",
+            flush=True,
+        )
+        if found["ended"]:
+            print(f"      {found['ended']} streams ended by the server during the round")
+        results[is_open].append((up["rps"], down["rps"]))
+    if is_open:
+        close_all(watcher)
+    if results[True] and results[False]:
+        for name, average in (("mean", statistics.mean), ("median", statistics.median)):
+            none, both = (
+                [average(values) for values in zip(*results[state], strict=True)]
+                for state in (False, True)
+            )
+            print(
+                f"{name:>6}: none open: uploads {none[0]:.1f}/s, downloads {none[1]:.1f}/s;"
+                f" {len(layout.paths)} streams + {len(layout.observing)} registrations open:"
+                f" uploads {both[0]:.1f}/s, downloads {both[1]:.1f}/s;"
+                f" open/none: uploads {both[0] / none[0]:.3f}, downloads {both[1] / none[1]:.3f}",
+                flush=True,
+            )
