@@ -169,27 +169,35 @@ class Subscription:
         else:
             self._events.append(event)
 
-    async def next(self, timeout: float) -> Event | None:
-        """The next event; ``None`` after ``timeout`` seconds; :class:`Closed` at the end."""
+    async def next(self, timeout: float) -> list[Event] | None:
+        """Every event waiting (at least one); ``None`` after ``timeout`` seconds without any.
+
+        Raises :class:`Closed` once the subscription ended and nothing waits.
+        Taking them all at once lets a busy stream send several in one write.
+        """
         assert self._ready is not None
         if not self._events and not self.closed:
             self._ready.clear()
             try:
-                await asyncio.wait_for(self._ready.wait(), timeout)
+                # asyncio.timeout, not wait_for: no task for each wait.
+                async with asyncio.timeout(timeout):
+                    await self._ready.wait()
             except TimeoutError:
                 return None
         return self._take()
 
-    def next_blocking(self, timeout: float) -> Event | None:
+    def next_blocking(self, timeout: float) -> list[Event] | None:
         assert self._condition is not None
         with self._condition:
             if not self._events and not self.closed:
                 self._condition.wait(timeout)
             return self._take()
 
-    def _take(self) -> Event | None:
+    def _take(self) -> list[Event] | None:
         if self._events:
-            return self._events.popleft()
+            taken = list(self._events)
+            self._events.clear()
+            return taken
         if self.closed:
             raise Closed(self.closed)
         return None

@@ -111,10 +111,11 @@ class Watch:
             chunks.append(sse_event(event))
         return chunks
 
-    def live_chunk(self, event: events.Event) -> bytes | None:
-        if event.image_id in self.replayed:
-            return None
-        return sse_event(event)
+    def live_chunk(self, taken: list[events.Event]) -> bytes:
+        """The events as one chunk (one write), without those the replay sent."""
+        if self.replayed:
+            taken = [event for event in taken if event.image_id not in self.replayed]
+        return b"".join(map(sse_event, taken))
 
 
 def _replay_start(last_event_id: str) -> Image | None:
@@ -190,12 +191,12 @@ def sse_stream(watch: Watch) -> Iterator[bytes]:
         assert watch.subscription is not None
         while True:
             try:
-                event = watch.subscription.next_blocking(settings.IMAGES_EVENTS_KEEPALIVE)
+                taken = watch.subscription.next_blocking(settings.IMAGES_EVENTS_KEEPALIVE)
             except events.Closed:
                 return
-            if event is None:
+            if taken is None:
                 yield KEEPALIVE
-            elif (chunk := watch.live_chunk(event)) is not None:
+            elif chunk := watch.live_chunk(taken):
                 yield chunk
     finally:
         watch.unsubscribe()
@@ -214,12 +215,12 @@ async def sse_stream_async(watch: Watch, loop: object) -> AsyncIterator[bytes]:
         assert watch.subscription is not None
         while True:
             try:
-                event = await watch.subscription.next(settings.IMAGES_EVENTS_KEEPALIVE)
+                taken = await watch.subscription.next(settings.IMAGES_EVENTS_KEEPALIVE)
             except events.Closed:
                 return
-            if event is None:
+            if taken is None:
                 yield KEEPALIVE
-            elif (chunk := watch.live_chunk(event)) is not None:
+            elif chunk := watch.live_chunk(taken):
                 yield chunk
     finally:
         watch.unsubscribe()

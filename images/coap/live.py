@@ -143,23 +143,24 @@ class LatestImage(ImageDownloads, interfaces.ObservableResource):
                 # Anything stored while we were not subscribed (a gap): look again.
                 await self._refresh(list(self.observers.by_device))
                 while self.observers.count:
-                    event = await subscription.next(60)
-                    if event is not None and event.device_id in self.observers.by_device:
-                        await self._refresh([event.device_id], newer_than=event.timestamp)
+                    # Several events of one device (a burst): one look at its latest.
+                    newest: dict[str, datetime] = {}
+                    for event in await subscription.next(60) or ():
+                        if event.device_id in self.observers.by_device:
+                            stamp = datetime.fromisoformat(event.timestamp)
+                            newest[event.device_id] = max(stamp, newest.get(event.device_id, stamp))
+                    for device_id, stamp in newest.items():
+                        await self._refresh([device_id], newer_than=stamp)
             except events.Closed:
                 continue
             finally:
                 hub.unsubscribe(subscription)
         self._current.clear()
 
-    async def _refresh(self, device_ids: list[str], *, newer_than: str | None = None) -> None:
+    async def _refresh(self, device_ids: list[str], *, newer_than: datetime | None = None) -> None:
         for device_id in device_ids:
             current = self._current.get(device_id)
-            if (
-                newer_than is not None
-                and current is not None
-                and current.timestamp >= datetime.fromisoformat(newer_than)
-            ):
+            if newer_than is not None and current is not None and current.timestamp >= newer_than:
                 continue  # an older image, stored late: latest is unchanged
             try:
                 image = await in_worker(live.image_latest)(device_id)

@@ -43,6 +43,7 @@ class Stream:
         assert response["Content-Type"].startswith("text/event-stream")
         self.response = response
         self._chunks: Iterator[bytes] = iter(response.streaming_content)
+        self._pending: list[dict] = []
         self.preamble = self.next_chunk()
 
     def next_chunk(self, timeout: float = 5.0) -> bytes:
@@ -63,11 +64,14 @@ class Stream:
         return found[0]
 
     def next_event(self) -> dict:
-        """The next ``image`` event (keep-alive comments skipped)."""
-        while True:
-            chunk = self.next_chunk()
-            if not chunk.startswith(b":"):
-                return parse_event(chunk)
+        """The next ``image`` event (keep-alive comments skipped; a chunk may hold several)."""
+        while not self._pending:
+            self._pending.extend(
+                parse_event(block)
+                for block in self.next_chunk().split(b"\n\n")
+                if block.strip() and not block.startswith(b":")
+            )
+        return self._pending.pop(0)
 
     def close(self) -> None:
         self.response.close()
