@@ -2,7 +2,8 @@
 
     python bench/live.py [--streams 1000] [--observers 1000] [--uploads 50]
         [--interval 0.5] [--devices 5] [--all-share 0.1] [--per-socket 32] [--non]
-        [--seconds 10] [--rounds 6] [--connections 4] [--rate-image PATH] [--quick]
+        [--seconds 10] [--rounds 6] [--connections 4] [--rate-image PATH]
+        [--optimiser pause|run] [--quick]
 
 Starts one ``manage.py serve`` (2 HTTP workers, its event-stream listener, its
 CoAP endpoint and its optimiser, as deployed) on a fresh database: SQLite, or
@@ -35,9 +36,10 @@ The upload driver is this process. Printed:
    so that drift falls on both sides. While open, every upload is also an event
    on each ``/events`` stream: the deliveries are counted. Each round prints
    the CPU seconds of serve's processes by role and of the watcher (it shares
-   the 2 cores with the server), and the deferred optimiser's backlog: it
-   grows from round to round, and the optimiser takes whatever CPU the servers
-   leave idle, which makes single rounds noisy (read the means).
+   the 2 cores with the server), and the deferred optimiser's backlog. The
+   optimiser is paused (SIGSTOP) for the rate rounds unless ``--optimiser
+   run``: running, it takes whatever CPU the servers leave idle, more in one
+   round than another, which makes single rounds noisy (read the means).
 
 At the end, the serve log's errors and warnings, if any. Nothing here asserts.
 """
@@ -97,6 +99,12 @@ def main() -> None:
         " the optimiser a backlog that competes for the CPU unevenly between rounds)",
     )
     parser.add_argument("--workers", type=int, default=2, help="serve's HTTP workers")
+    parser.add_argument(
+        "--optimiser",
+        choices=("pause", "run"),
+        default="pause",
+        help="the deferred optimiser during the rate rounds (default: paused)",
+    )
     parser.add_argument(
         "--quick",
         action="store_true",

@@ -10,11 +10,15 @@ deliveries (``percentile``, ``summary``), and the upload and download
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import math
+import os
+import signal
 import statistics
 import time
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -203,6 +207,41 @@ def rates(
         f" an event on the {len(every)} /events streams), downloads of it by id",
         flush=True,
     )
+    with paused(server.processes().get("optimiser", []) if args.optimiser == "pause" else []):
+        _rounds(server, watcher, layout, args, tmp, database_url, image, content_type, item)
+
+
+@contextlib.contextmanager
+def paused(pids: list[int]) -> Iterator[None]:
+    """Stop these processes (SIGSTOP) for the duration; continue them after, whatever happens."""
+    if pids:
+        print(
+            "the optimiser is paused during the rate rounds (--optimiser run to leave it):"
+            " its backlog grows, and it takes no CPU from one round more than another",
+            flush=True,
+        )
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
+
+def _rounds(
+    server: Server,
+    watcher: WatcherProcess,
+    layout: Layout,
+    args: argparse.Namespace,
+    tmp: Path,
+    database_url: str,
+    image: Path,
+    content_type: str,
+    item: str,
+) -> None:
+    every = [index for index, device in enumerate(layout.watched) if device is None]
     print(
         "CPU s: each role's processes during the round (http: the WSGI workers; listener: the"
         " stream listener; watcher: this bench's clients); backlog: images waiting for the"
