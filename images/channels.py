@@ -6,10 +6,11 @@ PostgreSQL, local sockets on SQLite):
 - :class:`PostgresChannel`: ``NOTIFY`` and ``LISTEN``. Every instance on
   one PostgreSQL hears every other; no service beside the database.
 - :class:`LocalChannel`: one box (the SQLite default). Each listening
-  process binds a Unix datagram socket in a directory named after the
-  database file; a publisher sends each event to every socket there. The
-  kernel wakes the listener at once: nothing polls the table. Written here
-  because the standard library's sockets are the whole of it.
+  process binds a Unix socket in a directory named after the database
+  file; a publisher connects to every socket there and sends each event as
+  one packet. The kernel wakes the listener at once: nothing polls the
+  table. Written here because the standard library's sockets are the whole
+  of it.
 - :class:`RedisChannel`: Redis pub/sub (``REDIS_URL``), for deployments
   that already run Redis beside several instances.
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import selectors
 import socket
 import struct
 import tempfile
@@ -139,12 +141,20 @@ class PostgresChannel:
 
 
 class LocalChannel:
-    """Unix datagram sockets in a directory of this database's (one box)."""
+    """Unix sequenced-packet sockets in a directory of this database's (one box).
+
+    Each listening process binds one there; each publishing process connects
+    to each once and sends every event as one packet. Connected, not
+    datagrams: an unconnected datagram socket's queue holds only
+    ``net.unix.max_dgram_qlen`` packets (10 by default), which a burst of
+    uploads fills while the listener's process is busy; a connection holds
+    what fits its send buffer (hundreds of events).
+    """
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self._sender: socket.socket | None = None
         self._lock = threading.Lock()
+        self._connections: dict[str, socket.socket] = {}
         # Listeners found not reading: socket name -> until when not to wait for them.
         self._stuck: dict[str, float] = {}
         # Listeners that missed an event: each gets a gap marker before its next one.
@@ -152,30 +162,55 @@ class LocalChannel:
 
     def publish(self, payload: bytes) -> None:
         try:
-            names = os.listdir(self.directory)
+            names = set(os.listdir(self.directory))
         except FileNotFoundError:
-            return  # nobody listens
+            names = set()
         with self._lock:
-            if self._sender is None:
-                self._sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-                # A listener's queue is short (net.unix.max_dgram_qlen, 10 by
-                # default): a burst of uploads fills it while its process is
-                # busy. The send then waits for room, as a stream socket would,
-                # and gives up (dropping the event for that listener only) after
-                # _SEND_TIMEOUT. The kernel does the waiting (SO_SNDTIMEO on a
-                # blocking socket): Python's own timeout would poll in a loop.
-                seconds = int(_SEND_TIMEOUT)
-                micros = int((_SEND_TIMEOUT - seconds) * 1_000_000)
-                self._sender.setsockopt(
-                    socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", seconds, micros)
-                )
+            for name in set(self._connections) - names:
+                self._forget(name)  # its listener ended
             now = time.monotonic()
             for name in names:
                 self._send(name, payload, now)
 
+    def _connect(self, name: str) -> socket.socket | None:
+        connection = self._connections.get(name)
+        if connection is not None:
+            return connection
+        path = self.directory / name
+        connection = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        # A full buffer makes a send wait for room, up to _SEND_TIMEOUT; then
+        # the event is dropped for that listener only. The kernel does the
+        # waiting (SO_SNDTIMEO on a blocking socket): Python's own socket
+        # timeout would poll in a loop.
+        seconds = int(_SEND_TIMEOUT)
+        micros = int((_SEND_TIMEOUT - seconds) * 1_000_000)
+        connection.setsockopt(
+            socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", seconds, micros)
+        )
+        try:
+            connection.connect(str(path))
+        except (ConnectionRefusedError, FileNotFoundError):
+            connection.close()
+            path.unlink(missing_ok=True)  # its process is gone
+            return None
+        except OSError as exc:
+            connection.close()
+            log.warning("could not reach the event listener %s: %s", name, exc)
+            return None
+        self._connections[name] = connection
+        return connection
+
+    def _forget(self, name: str) -> None:
+        connection = self._connections.pop(name, None)
+        if connection is not None:
+            connection.close()
+        self._stuck.pop(name, None)
+        self._dropped.discard(name)
+
     def _send(self, name: str, payload: bytes, now: float) -> None:
-        path = str(self.directory / name)
-        assert self._sender is not None
+        connection = self._connect(name)
+        if connection is None:
+            return
         # One that did not read for _SEND_TIMEOUT is not waited for again for
         # a while: a hung process must not hold up every upload.
         stuck = self._stuck.get(name, 0.0) > now
@@ -183,14 +218,10 @@ class LocalChannel:
         try:
             if name in self._dropped:
                 # It missed events: it tells its watchers to catch up from the database.
-                self._sender.sendto(_LOCAL_GAP, flags, path)
+                connection.send(_LOCAL_GAP, flags)
                 self._dropped.discard(name)
-            self._sender.sendto(payload, flags, path)
+            connection.send(payload, flags)
             self._stuck.pop(name, None)
-        except (ConnectionRefusedError, FileNotFoundError):
-            Path(path).unlink(missing_ok=True)  # its process is gone
-            self._stuck.pop(name, None)
-            self._dropped.discard(name)
         except BlockingIOError:
             if not stuck:
                 log.warning(
@@ -201,29 +232,27 @@ class LocalChannel:
                 )
             self._stuck[name] = now + _STUCK_SECONDS
             self._dropped.add(name)
-        except OSError as exc:
-            log.warning("could not send an event to %s: %s", path, exc)
+        except OSError:
+            self._forget(name)  # it went away (its socket file goes with it)
 
     def listen(self, listener: Listener) -> None:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         path = self.directory / f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-        receiver.bind(str(path))
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        server.bind(str(path))
+        server.listen(128)
+        server.setblocking(False)
+        selector = selectors.DefaultSelector()
+        selector.register(server, selectors.EVENT_READ)
         listener.listening()
         try:
             while not listener.idle():
-                receiver.settimeout(_IDLE_CHECK_SECONDS)
-                try:
-                    batch = [receiver.recv(65536)]
-                except TimeoutError:
-                    continue
-                receiver.setblocking(False)
-                try:
-                    while len(batch) < 256:
-                        batch.append(receiver.recv(65536))
-                except BlockingIOError:
-                    pass
+                batch: list[bytes] = []
+                for key, _ in selector.select(_IDLE_CHECK_SECONDS):
+                    if key.fileobj is server:
+                        _accept(server, selector)
+                    else:
+                        _receive(key.fileobj, selector, batch)  # type: ignore[arg-type]
                 while _LOCAL_GAP in batch:
                     at = batch.index(_LOCAL_GAP)
                     if at:
@@ -233,8 +262,37 @@ class LocalChannel:
                 if batch:
                     listener.deliver(batch)
         finally:
-            receiver.close()
             path.unlink(missing_ok=True)
+            for key in list(selector.get_map().values()):
+                key.fileobj.close()  # type: ignore[union-attr]
+            selector.close()
+
+
+def _accept(server: socket.socket, selector: selectors.BaseSelector) -> None:
+    try:
+        while True:
+            connection, _ = server.accept()
+            connection.setblocking(False)
+            selector.register(connection, selectors.EVENT_READ)
+    except BlockingIOError:
+        pass
+
+
+def _receive(
+    connection: socket.socket, selector: selectors.BaseSelector, batch: list[bytes]
+) -> None:
+    """What one publisher sent (one event per packet); at its end, forget it."""
+    try:
+        for _ in range(256):
+            packet = connection.recv(65536)
+            if not packet:
+                raise ConnectionResetError
+            batch.append(packet)
+    except BlockingIOError:
+        pass
+    except OSError:
+        selector.unregister(connection)
+        connection.close()
 
 
 class RedisChannel:
