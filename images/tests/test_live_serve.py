@@ -185,6 +185,31 @@ def test_an_upload_to_either_instance_is_pushed_by_both(pair):
             assert json.loads(event["data"]) == stored
 
 
+def test_a_burst_of_uploads_reaches_every_stream_whole_and_in_order(tmp_path):
+    instance = serve(tmp_path, fresh_database_url(tmp_path), "serve")
+    try:
+        everything = Stream(f"{instance.url}/events").start()
+        one = Stream(f"{instance.url}/devices/cam-2/events").start()
+        stored: dict[int, list[str]] = {}
+
+        def uploads(client: int) -> None:  # one camera, as fast as it is answered
+            stored[client] = [upload(instance, f"cam-{client}", n)["id"] for n in range(15)]
+
+        cameras = [threading.Thread(target=uploads, args=(client,)) for client in range(4)]
+        for camera in cameras:
+            camera.start()
+        for camera in cameras:
+            camera.join(60)
+        received = [everything.next()["id"] for _ in range(60)]
+        assert sorted(received) == sorted(i for ids in stored.values() for i in ids)
+        for ids in stored.values():  # each camera's images in the order it sent them
+            assert [i for i in received if i in ids] == ids
+        assert [one.next()["id"] for _ in range(15)] == stored[2]
+        assert everything.events.empty()
+    finally:
+        stop_all(instance)
+
+
 def test_a_stream_on_the_api_port_is_redirected_to_the_listener(tmp_path):
     instance = serve(tmp_path, fresh_database_url(tmp_path), "serve")
     try:
