@@ -25,6 +25,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 SSE_MARKER = b"event: image\nid: "
+WATCHER_NICE = 10
 # CoAP message types (RFC 7252 §3), as the first byte's bits 4-5.
 CON, NON, ACK, RST = 0, 1, 2, 3
 
@@ -326,6 +327,10 @@ class Watcher:
 
 
 def watcher_main(conn: Connection, host: str, events_port: int, coap_port: int) -> None:
+    # The dashboards it stands for run on other machines: here it shares the
+    # server's 2 cores, so it yields them to the server (its CPU is printed).
+    os.nice(WATCHER_NICE)
+
     async def run() -> None:
         watcher = Watcher(host, events_port, coap_port)
         commands: asyncio.Queue = asyncio.Queue()

@@ -29,6 +29,8 @@ from images.retention import retention_enabled
 
 ROOT = Path(__file__).resolve().parents[3]
 _RESTART_PAUSE_SECONDS = 5.0
+# The stream listener's CPU priority below the HTTP workers' (nice 0): see _streams.
+STREAMS_NICE = 5
 
 
 class Command(BaseCommand):
@@ -155,7 +157,10 @@ class Command(BaseCommand):
             "20000",
             "config.events:application",
         ]
-        return _child(command, env)
+        # Below the HTTP workers: on a busy box the scheduler runs a worker
+        # (which may hold SQLite's write lock, with the other waiting for it)
+        # before the listener, whose deliveries can wait some milliseconds.
+        return _child(command, env, nice=STREAMS_NICE)
 
     def _coap(self, options: dict[str, Any], env: dict[str, str]) -> subprocess.Popen:
         host, port = options["coap_host"], str(options["coap_port"])
@@ -209,7 +214,7 @@ class Command(BaseCommand):
             raise CommandError(f"a server exited unexpectedly (exit codes {codes})")
 
 
-def _child(command: list[str], env: dict[str, str]) -> subprocess.Popen:
+def _child(command: list[str], env: dict[str, str], *, nice: int = 0) -> subprocess.Popen:
     """A server process in its own process group that dies with ``serve``.
 
     Its own group: a Ctrl-C or a group-wide SIGTERM (systemd's default
@@ -218,9 +223,13 @@ def _child(command: list[str], env: dict[str, str]) -> subprocess.Popen:
     hang its shutdown. Linux's parent-death signal stops the child if
     ``serve`` itself is killed (SIGKILL cannot be passed on).
     """
-    return subprocess.Popen(
-        command, cwd=ROOT, env=env, process_group=0, preexec_fn=_terminate_with_parent
-    )
+
+    def prepare() -> None:
+        _terminate_with_parent()
+        if nice:
+            os.nice(nice)
+
+    return subprocess.Popen(command, cwd=ROOT, env=env, process_group=0, preexec_fn=prepare)
 
 
 def _terminate_with_parent() -> None:
