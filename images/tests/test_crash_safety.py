@@ -99,7 +99,9 @@ def start_serve(
     log = open(tmp / f"serve-{port}.log", "wb")  # noqa: SIM115 - closed by kill/stop_serve
     process = subprocess.Popen(
         [sys.executable, "manage.py", "serve", "--host", "127.0.0.1", "--port", str(port)]
-        + ["--coap-port", "0", "--workers", str(workers), *args],
+        + ["--coap-port", "0", "--workers", str(workers), *args]
+        # A free port for the stream listener too (its default, port + 1, may be taken).
+        + ["--events-port", str(free_port())],
         cwd=ROOT,
         env=env,
         stdout=log,
