@@ -39,7 +39,13 @@ import threading  # noqa: E402
 import time  # noqa: E402
 import urllib.request  # noqa: E402
 
-from bench.support import free_port, fresh_database, query_database, wait_for_port  # noqa: E402
+from bench.support import (  # noqa: E402
+    free_port,
+    fresh_database,
+    query_database,
+    serve_env,
+    wait_for_port,
+)
 
 CORPUS = Path(
     os.environ.get("IMAGE_CORPUS")
@@ -95,13 +101,7 @@ class Server:
     def __init__(self, workers: int, database_url: str, tmp: Path) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {
-            **os.environ,
-            "DATABASE_URL": database_url,
-            "SECRET_KEY": "bench-only-secret",
-            "ALLOWED_HOSTS": "127.0.0.1",
-            "REQUEST_LOG_LEVEL": "WARNING",
-        }
+        env = serve_env(database_url)
         self.log = open(tmp / "serve.log", "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             [sys.executable, "manage.py", "serve", "--host", "127.0.0.1"]

@@ -65,6 +65,7 @@ from bench.live_measure import (  # noqa: E402
     PNG_NUMBERS,
     latency,
     open_all,
+    paused,
     print_memory,
     rates,
     settle,
@@ -163,7 +164,9 @@ def run(args: argparse.Namespace, tmp: Path, database_url: str) -> None:
         )
         latency(server, watcher, layout, args, stamps)
         if args.rounds:
-            rates(server, watcher, layout, args, tmp, database_url)
+            optimiser = server.processes().get("optimiser", [])
+            with paused(optimiser if args.optimiser == "pause" else []):
+                rates(server, watcher, layout, args, tmp, database_url)
     finally:
         if watcher is not None:
             watcher.stop()

@@ -207,41 +207,6 @@ def rates(
         f" an event on the {len(every)} /events streams), downloads of it by id",
         flush=True,
     )
-    with paused(server.processes().get("optimiser", []) if args.optimiser == "pause" else []):
-        _rounds(server, watcher, layout, args, tmp, database_url, image, content_type, item)
-
-
-@contextlib.contextmanager
-def paused(pids: list[int]) -> Iterator[None]:
-    """Stop these processes (SIGSTOP) for the duration; continue them after, whatever happens."""
-    if pids:
-        print(
-            "the optimiser is paused during the rate rounds (--optimiser run to leave it):"
-            " its backlog grows, and it takes no CPU from one round more than another",
-            flush=True,
-        )
-    for pid in pids:
-        os.kill(pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGCONT)
-
-
-def _rounds(
-    server: Server,
-    watcher: WatcherProcess,
-    layout: Layout,
-    args: argparse.Namespace,
-    tmp: Path,
-    database_url: str,
-    image: Path,
-    content_type: str,
-    item: str,
-) -> None:
-    every = [index for index, device in enumerate(layout.watched) if device is None]
     print(
         "CPU s: each role's processes during the round (http: the WSGI workers; listener: the"
         " stream listener; watcher: this bench's clients); backlog: images waiting for the"
@@ -324,3 +289,22 @@ def _rounds(
                 f" open/none: uploads {both[0] / none[0]:.3f}, downloads {both[1] / none[1]:.3f}",
                 flush=True,
             )
+
+
+@contextlib.contextmanager
+def paused(pids: list[int]) -> Iterator[None]:
+    """Stop these processes (SIGSTOP) for the duration; continue them after, whatever happens."""
+    if pids:
+        print(
+            "the optimiser is paused during the rate rounds (--optimiser run to leave it):"
+            " its backlog grows, and it takes no CPU from one round more than another",
+            flush=True,
+        )
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)

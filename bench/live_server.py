@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from bench.support import ROOT, coap_ping, free_port, stop, wait_for_port
+from bench.support import ROOT, coap_ping, free_port, serve_env, stop, wait_for_port
 
 
 class Server:
@@ -36,14 +36,7 @@ class Server:
         self.port, self.events_port = free_port(), free_port()
         self.coap_port = free_port(socket.SOCK_DGRAM)
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {
-            **os.environ,
-            "DATABASE_URL": database_url,
-            "SECRET_KEY": "bench-only-secret",
-            "ALLOWED_HOSTS": "127.0.0.1",
-            "REQUEST_LOG_LEVEL": "WARNING",
-            "IMAGES_OBSERVE_TOTAL": str(max(10_000, observers * 2)),
-        }
+        env = serve_env(database_url, IMAGES_OBSERVE_TOTAL=str(max(10_000, observers * 2)))
         self.log_path = tmp / "serve.log"
         self.log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(

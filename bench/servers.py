@@ -20,13 +20,12 @@ sys.path[0] = str(ROOT)
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import os  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import urllib.request  # noqa: E402
 
 from bench import http as bench_http  # noqa: E402
-from bench.support import free_port, wait_for_port  # noqa: E402
+from bench.support import free_port, serve_env, wait_for_port  # noqa: E402
 
 SERVERS = {
     "gunicorn sync, 2 workers": "-m gunicorn -w 2 -b 127.0.0.1:{port}",
@@ -43,14 +42,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-servers-"))
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"sqlite:///{tmp / 'db.sqlite3'}",
-        "DEBUG": "0",
-        "SECRET_KEY": "bench-only-secret",
-        "ALLOWED_HOSTS": "127.0.0.1",
-        "REQUEST_LOG_LEVEL": "WARNING",
-    }
+    env = serve_env(f"sqlite:///{tmp / 'db.sqlite3'}", DEBUG="0")
     subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
     image = (bench_http.CORPUS / "skimage__brick.png").read_bytes()
     for name, arguments in SERVERS.items():

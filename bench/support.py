@@ -27,6 +27,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def serve_env(database_url: str, **extra: str) -> dict[str, str]:
+    """The environment the benches run the service in: this one, on ``database_url``, quiet."""
+    return {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "SECRET_KEY": "bench-only-secret",
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "REQUEST_LOG_LEVEL": "WARNING",
+        **extra,
+    }
+
+
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
     """A port on 127.0.0.1 that nothing is bound to now (TCP, or UDP with SOCK_DGRAM)."""
     with socket.socket(socket.AF_INET, kind) as sock:

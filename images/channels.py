@@ -286,13 +286,16 @@ def _receive(
         for _ in range(256):
             packet = connection.recv(65536)
             if not packet:
-                raise ConnectionResetError
+                break  # the publisher closed its end
             batch.append(packet)
+        else:
+            return  # more may wait: the next select says so
     except BlockingIOError:
-        pass
+        return
     except OSError:
-        selector.unregister(connection)
-        connection.close()
+        pass
+    selector.unregister(connection)
+    connection.close()
 
 
 class RedisChannel:

@@ -111,7 +111,7 @@ def test_a_listener_that_stops_reading_is_told_of_the_gap_when_it_reads_again(li
     assert recorder.wait_for(1) == [b"before"]
 
     recorder.reading.clear()  # hung: its thread is stuck in deliver
-    # The kernel queues a few; then one send waits its timeout and gives up,
+    # Its connection's buffer takes some; then one send waits its timeout and gives up,
     # and the rest are not waited for.
     for number in range(2000):
         channel.publish(f"while hung {number}".encode())
