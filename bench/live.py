@@ -24,6 +24,8 @@ The upload driver is this process. Printed:
    device: p50, p99 and max over ``--uploads`` uploads of a distinct 8x8 PNG,
    ``--interval`` seconds apart, round robin over the devices; and the
    deliveries missing. The latency includes the watcher's own delay in reading.
+   Then the same for 20 uploads 0.25 s apart while wrk uploads to unwatched
+   devices as fast as it is answered.
 2. Memory: resident set of the stream listener's granian worker
    (``config.events:application``) and of ``runcoap`` before and after the
    streams and registrations are opened (after a small warm-up batch), so KiB
@@ -35,8 +37,13 @@ The upload driver is this process. Printed:
    none open and all open in ABBA order (open, none, none, open, open, none),
    so that drift falls on both sides. While open, every upload is also an event
    on each ``/events`` stream: the deliveries are counted. Each round prints
-   the CPU seconds of serve's processes by role and of the watcher (it shares
-   the 2 cores with the server), and the deferred optimiser's backlog. The
+   the CPU seconds during its uploads of serve's processes by role (each HTTP
+   worker's apart), of the watcher (it shares the 2 cores with the server)
+   and of wrk, the box's idle share, and the deferred optimiser's backlog. A
+   rate is marked ``!`` when one HTTP worker sat idle through most of it:
+   wrk's 4 keep-alive connections had all gone to the other (granian's
+   workers take connections as they come), so it measured one worker; the
+   last line gives the ratios without those rounds. The
    optimiser is paused (SIGSTOP) for the rate rounds unless ``--optimiser
    run``: running, it takes whatever CPU the servers leave idle, more in one
    round than another, which makes single rounds noisy (read the means).
@@ -64,6 +71,7 @@ from bench.live_clients import WatcherProcess  # noqa: E402
 from bench.live_measure import (  # noqa: E402
     PNG_NUMBERS,
     latency,
+    latency_under_load,
     open_all,
     paused,
     print_memory,
@@ -164,6 +172,7 @@ def run(args: argparse.Namespace, tmp: Path, database_url: str) -> None:
         )
         latency(server, watcher, layout, args, stamps)
         if args.rounds:
+            latency_under_load(server, watcher, layout, args, stamps, tmp)
             optimiser = server.processes().get("optimiser", [])
             with paused(optimiser if args.optimiser == "pause" else []):
                 rates(server, watcher, layout, args, tmp, database_url)

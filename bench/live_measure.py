@@ -14,8 +14,11 @@ import contextlib
 import itertools
 import math
 import os
+import re
+import resource
 import signal
 import statistics
+import subprocess
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -33,10 +36,12 @@ from bench.live_server import (
     noise_png,
     small_png,
     udp_counters,
+    worker_cpu,
 )
 from bench.support import query_database
 
 SETTLE_SECONDS = 2.0
+LOADED_UPLOADS = 20  # timed uploads under load (each recorded on every stream)
 LINGER_SECONDS = 2.0
 
 
@@ -183,6 +188,56 @@ def latency(
         print("  " + ", ".join(f"{name}: {count}" for name, count in others.items() if count))
 
 
+def rate_image(args: argparse.Namespace, tmp: Path) -> tuple[Path, str]:
+    """The image the rate rounds upload, and its media type."""
+    image = args.rate_image
+    if image is None:
+        image = tmp / "noise-32x32.png"
+        image.write_bytes(noise_png(32))
+    return image, "image/jpeg" if image.suffix.lower() in (".jpg", ".jpeg") else "image/png"
+
+
+def latency_under_load(
+    server: Server,
+    watcher: WatcherProcess,
+    layout: Layout,
+    args: argparse.Namespace,
+    stamps: Stamps,
+    tmp: Path,
+) -> None:
+    """``latency`` again (shorter), while wrk uploads to unwatched devices as fast as it can.
+
+    Under a stream of uploads the listener reads its channel at a pace
+    (images.events.Hub.PACE_SECONDS), so deliveries wait longer than alone.
+    """
+    image, content_type = rate_image(args, tmp)
+    script = tmp / "upload-load.lua"
+    script.write_text(
+        bench_http.INGEST_LUA.format(file=image, prefix="load", content_type=content_type)
+    )
+    timed = argparse.Namespace(**{**vars(args), "uploads": LOADED_UPLOADS, "interval": 0.25})
+    seconds = math.ceil(1 + timed.uploads * timed.interval + LINGER_SECONDS)
+    print(
+        f"the same under load: {timed.uploads} uploads {timed.interval} s apart while wrk"
+        f" -c{args.connections} uploads {image.name} to unwatched devices (each an event on"
+        " every /events stream)",
+        flush=True,
+    )
+    load = subprocess.Popen(
+        ["wrk", "-t2", f"-c{args.connections}", f"-d{seconds}s", "-s", str(script), server.url],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(1.0)  # wrk at full rate
+        watcher.call("collect", True)  # what came so far is dropped
+        latency(server, watcher, layout, timed, stamps)
+    finally:
+        out, _ = load.communicate(timeout=seconds + 60)
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    print(f"  wrk meanwhile: {rate.group(1) if rate else '?'} uploads/s", flush=True)
+
+
 def rates(
     server: Server,
     watcher: WatcherProcess,
@@ -191,11 +246,7 @@ def rates(
     tmp: Path,
     database_url: str,
 ) -> None:
-    image = args.rate_image
-    if image is None:
-        image = tmp / "noise-32x32.png"
-        image.write_bytes(noise_png(32))
-    content_type = "image/jpeg" if image.suffix.lower() in (".jpg", ".jpeg") else "image/png"
+    image, content_type = rate_image(args, tmp)
     meta, _ = server.upload(
         image.read_bytes(), "rate-download", "2024-01-01T00:00:00Z", content_type
     )
@@ -208,15 +259,18 @@ def rates(
         flush=True,
     )
     print(
-        "CPU s: each role's processes during the round (http: the WSGI workers; listener: the"
-        " stream listener; watcher: this bench's clients); backlog: images waiting for the"
-        " optimiser as the round starts",
+        "CPU s during the uploads: each role's processes (http: each WSGI worker; listener:"
+        " the stream listener; watcher: this bench's clients; wrk), and the box's idle share;"
+        " backlog: images waiting for the optimiser as the round starts. A rate marked ! had"
+        " a worker idle for most of its run: wrk's few keep-alive connections all went to the"
+        " other (granian's workers take connections as they come), so it measures one worker",
         flush=True,
     )
     print(
         f"{'round':>5} {'open':>4} {'uploads/s':>9} {'p99 ms':>7} {'downloads/s':>11}"
         f" {'p99 ms':>7} {'errors':>6} {'/events deliveries':>18} {'backlog':>7}"
-        f" {'CPU s:':>6} {'http':>5} {'listener':>8} {'coap':>5} {'optimiser':>9} {'watcher':>7}",
+        f" {'CPU s:':>6} {'http':>9} {'listener':>8} {'coap':>5} {'optimiser':>9} {'watcher':>7}"
+        f" {'wrk':>4} {'idle':>5}",
         flush=True,
     )
     # Not counted: the first run of each is slower, whatever is open.
@@ -228,6 +282,8 @@ def rates(
     bench_http.wrk(item, min(3, args.seconds), args.connections)
     is_open = True
     results: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
+    # Per phase (uploads, downloads): the rates of the rounds both workers served.
+    even: dict[bool, tuple[list[float], list[float]]] = {True: ([], []), False: ([], [])}
     for number in range(args.rounds):
         want_open = number % 4 in (0, 3)
         if want_open != is_open:
@@ -249,30 +305,44 @@ def rates(
             database_url, "SELECT COUNT(*) FROM images_image WHERE NOT optimized"
         )
         watcher_cpu = watcher.call("collect", False)["cpu"]
-        cpu = cpu_seconds(server)
+        cpu, idle, wrk_cpu = cpu_seconds(server), idle_share(), children_cpu()
+        workers = [worker_cpu(server)]
         up = bench_http.wrk(server.url, args.seconds, args.connections, "-s", str(script))
-        down = bench_http.wrk(item, args.seconds, args.connections)
-        time.sleep(0.5)
         used = {role: value - cpu.get(role, 0.0) for role, value in cpu_seconds(server).items()}
+        workers.append(worker_cpu(server))
+        idle, wrk_cpu = idle_share(idle), children_cpu() - wrk_cpu
+        uploading = watcher.call("collect", False)  # (collect starts the counts again)
+        watcher_cpu = uploading["cpu"] - watcher_cpu
+        down = bench_http.wrk(item, args.seconds, args.connections)
+        workers.append(worker_cpu(server))
+        split = [per_worker(workers[0], workers[1]), per_worker(workers[1], workers[2])]
+        uneven = [min(shares) < 0.25 * max(shares) for shares in split]
+        for phase, figures in enumerate((up, down)):
+            if not uneven[phase]:
+                even[is_open][phase].append(figures["rps"])
+        time.sleep(0.5)
         found = watcher.call("collect", False)
         [(stored,)] = query_database(
             database_url,
             "SELECT COUNT(*) FROM images_image WHERE device_id LIKE ?",
             (f"{prefix}-%",),
         )
-        delivered = sum(found["sse_counts"].get(index, 0) for index in every)
+        delivered = sum(
+            part["sse_counts"].get(index, 0) for part in (uploading, found) for index in every
+        )
         deliveries = f"{delivered}/{stored * len(every)}" if is_open else "-"
         print(
-            f"{number + 1:>5} {'yes' if is_open else 'no':>4} {up['rps']:>9.1f}"
-            f" {up['p99']:>7.1f} {down['rps']:>11.1f} {down['p99']:>7.1f}"
+            f"{number + 1:>5} {'yes' if is_open else 'no':>4}"
+            f" {'!' if uneven[0] else ''}{up['rps']:>{9 - uneven[0]}.1f} {up['p99']:>7.1f}"
+            f" {'!' if uneven[1] else ''}{down['rps']:>{11 - uneven[1]}.1f} {down['p99']:>7.1f}"
             f" {up['errors'] + down['errors']:>6.0f} {deliveries:>18} {backlog:>7} {'':>6}"
-            f" {used.get('http', 0):>5.1f} {used.get('events', 0):>8.1f}"
+            f" {'+'.join(f'{value:.1f}' for value in split[0]):>9} {used.get('events', 0):>8.1f}"
             f" {used.get('coap', 0):>5.1f} {used.get('optimiser', 0):>9.1f}"
-            f" {found['cpu'] - watcher_cpu:>7.1f}",
+            f" {watcher_cpu:>7.1f} {wrk_cpu:>4.1f} {idle:>4.0%}",
             flush=True,
         )
-        if found["ended"]:
-            print(f"      {found['ended']} streams ended by the server during the round")
+        if ended := uploading["ended"] + found["ended"]:
+            print(f"      {ended} streams ended by the server during the round")
         results[is_open].append((up["rps"], down["rps"]))
     if is_open:
         close_all(watcher)
@@ -289,6 +359,35 @@ def rates(
                 f" open/none: uploads {both[0] / none[0]:.3f}, downloads {both[1] / none[1]:.3f}",
                 flush=True,
             )
+        ratios = []
+        for phase, name in enumerate(("uploads", "downloads")):
+            none, both = even[False][phase], even[True][phase]
+            if none and both:
+                ratios.append(
+                    f"{name} {statistics.mean(both) / statistics.mean(none):.3f}"
+                    f" ({len(both)} open and {len(none)} none)"
+                )
+        print(f"  mean of the rounds both workers served (no !): open/none: {', '.join(ratios)}")
+
+
+def per_worker(before: dict[int, float], after: dict[int, float]) -> list[float]:
+    """CPU seconds each HTTP worker used between two ``worker_cpu`` readings."""
+    return [after[pid] - before.get(pid, 0.0) for pid in sorted(after)] or [0.0]
+
+
+def children_cpu() -> float:
+    """CPU seconds of this process's children that have ended (each wrk run)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def idle_share(since: tuple[int, int] | None = None) -> Any:
+    """Idle and total CPU ticks so far (/proc/stat); given earlier ones, the idle share."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    now = (fields[3] + fields[4], sum(fields))  # idle + iowait, all
+    if since is None:
+        return now
+    return (now[0] - since[0]) / max(1, now[1] - since[1])
 
 
 @contextlib.contextmanager

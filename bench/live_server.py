@@ -162,20 +162,25 @@ def memory(server: Server) -> dict[str, int]:
     return {name: sum(rss_kib(pid) for pid in found[name]) for name in ("events", "coap")}
 
 
+def process_cpu(pid: int) -> float:
+    """CPU seconds one process has used so far (user + system; 0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
 def cpu_seconds(server: Server) -> dict[str, float]:
-    """CPU seconds used so far by each role's processes (user + system)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    used = {}
-    for role, pids in server.processes().items():
-        total = 0
-        for pid in pids:
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            total += int(fields[11]) + int(fields[12])  # utime, stime
-        used[role] = total / tick
-    return used
+    """CPU seconds used so far by each role's processes."""
+    return {
+        role: sum(process_cpu(pid) for pid in pids) for role, pids in server.processes().items()
+    }
+
+
+def worker_cpu(server: Server) -> dict[int, float]:
+    """CPU seconds used so far by each HTTP worker."""
+    return {pid: process_cpu(pid) for pid in server.processes().get("http", [])}
 
 
 @dataclass

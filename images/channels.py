@@ -16,7 +16,9 @@ PostgreSQL, local sockets on SQLite):
 
 Each has ``publish(payload)`` and ``listen(listener)``, which runs in the
 hub's thread while anyone watches: it calls ``listener.listening()`` once
-it hears the channel, ``listener.deliver(payloads)`` for what arrives,
+it hears the channel, ``listener.pace()`` when something waits to be read
+(which may sleep a moment, so that a burst is read and delivered at
+once), ``listener.deliver(payloads)`` for what arrives,
 ``listener.gap()`` after the channel was lost and found again (events may
 have been missed meanwhile), and returns once ``listener.idle()``.
 """
@@ -52,10 +54,14 @@ _SEND_TIMEOUT = 1.0
 _STUCK_SECONDS = 30.0
 # What a local listener reads as: you missed events (see LocalChannel._send).
 _LOCAL_GAP = b"gap"
+# The most events one read hands over (the rest follow at once).
+_BATCH_LIMIT = 10_000
 
 
 class Listener(Protocol):
     def listening(self) -> None: ...
+
+    def pace(self) -> None: ...
 
     def deliver(self, payloads: list[bytes]) -> None: ...
 
@@ -130,9 +136,17 @@ class PostgresChannel:
                 first = False
                 checked = time.monotonic()
                 while not listener.idle():
-                    # Yields each notification as it comes, for up to a second.
-                    for notification in connection.notifies(timeout=_IDLE_CHECK_SECONDS):
-                        listener.deliver([notification.payload.encode()])
+                    # The first notification as it comes (for up to a second),
+                    # then all that came meanwhile (timeout 0: one poll).
+                    batch = list(connection.notifies(timeout=_IDLE_CHECK_SECONDS, stop_after=1))
+                    if batch:
+                        listener.pace()
+                        while len(batch) < _BATCH_LIMIT:
+                            more = list(connection.notifies(timeout=0))
+                            if not more:
+                                break
+                            batch += more
+                        listener.deliver([notification.payload.encode() for notification in batch])
                     if time.monotonic() - checked > _HEARTBEAT_SECONDS:
                         connection.execute("SELECT 1")  # still there?
                         checked = time.monotonic()
@@ -247,8 +261,11 @@ class LocalChannel:
         listener.listening()
         try:
             while not listener.idle():
+                if not selector.select(_IDLE_CHECK_SECONDS):
+                    continue
+                listener.pace()
                 batch: list[bytes] = []
-                for key, _ in selector.select(_IDLE_CHECK_SECONDS):
+                for key, _ in selector.select(0):
                     if key.fileobj is server:
                         _accept(server, selector)
                     else:
@@ -330,8 +347,18 @@ class RedisChannel:
                 first = False
                 while not listener.idle():
                     message = pubsub.get_message(timeout=_IDLE_CHECK_SECONDS)
-                    if message is not None and message["type"] == "message":
-                        listener.deliver([message["data"]])
+                    if message is None:
+                        continue
+                    listener.pace()
+                    batch = [message]
+                    while len(batch) < _BATCH_LIMIT:
+                        message = pubsub.get_message(timeout=0.0)  # what came meanwhile
+                        if message is None:
+                            break
+                        batch.append(message)
+                    payloads = [each["data"] for each in batch if each["type"] == "message"]
+                    if payloads:
+                        listener.deliver(payloads)
             finally:
                 pubsub.close()
                 client.close()

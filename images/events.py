@@ -19,12 +19,13 @@ reason. Revoking a token closes the streams it opened.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from math import inf as INFINITY
 from typing import Any
@@ -137,15 +138,22 @@ class Subscription:
         self._events: deque[Event] = deque()
         self._ready: asyncio.Event | None = asyncio.Event() if loop is not None else None
         self._condition = threading.Condition() if loop is None else None
+        # The keep-alive timer of an asyncio watcher: see next().
+        self._quiet_since = loop.time() if loop is not None else 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._quiet = False
 
-    def put(self, event: Event) -> None:
-        """Called on the subscription's own loop (or from the hub's thread when it has none)."""
+    def put(self, events: list[Event]) -> None:
+        """Called on the subscription's own loop (or from the hub's thread when it has none).
+
+        A revocation comes alone, as ``[event]``.
+        """
         if self._condition is not None:
             with self._condition:
-                self._put(event)
+                self._put(events)
                 self._condition.notify()
         else:
-            self._put(event)
+            self._put(events)
             assert self._ready is not None
             self._ready.set()
 
@@ -156,36 +164,63 @@ class Subscription:
                 self._condition.notify()
         else:
             self.closed = self.closed or reason
+            self.stop_timer()
             assert self._ready is not None
             self._ready.set()
 
-    def _put(self, event: Event) -> None:
+    def _put(self, events: list[Event]) -> None:
         if self.closed:
             return
-        if event.kind == REVOKED:
+        if events[0].kind == REVOKED:
             self.closed = "revoked"
-        elif len(self._events) >= QUEUE_LIMIT:
+        elif len(self._events) + len(events) > QUEUE_LIMIT:
             self.closed = "behind"
             self._events.clear()
         else:
-            self._events.append(event)
+            self._events.extend(events)
 
     async def next(self, timeout: float) -> list[Event] | None:
         """Every event waiting (at least one); ``None`` after ``timeout`` seconds without any.
 
         Raises :class:`Closed` once the subscription ended and nothing waits.
-        Taking them all at once lets a busy stream send several in one write.
+        The ``timeout`` counts from the previous answer, on one timer that
+        re-arms itself when it finds the watcher had events since: a timer
+        set and cancelled for each wait was a third of the listener's CPU.
         """
+        assert self.loop is not None
         assert self._ready is not None
         if not self._events and not self.closed:
-            self._ready.clear()
-            try:
-                # asyncio.timeout, not wait_for: no task for each wait.
-                async with asyncio.timeout(timeout):
-                    await self._ready.wait()
-            except TimeoutError:
-                return None
-        return self._take()
+            if self._timer is None:
+                self._timer = self.loop.call_at(
+                    self._quiet_since + timeout, self._quiet_check, timeout
+                )
+            if not self._quiet:
+                self._ready.clear()
+                await self._ready.wait()
+        taken = self._take()
+        self._quiet = False
+        self._quiet_since = self.loop.time()
+        return taken
+
+    def _quiet_check(self, timeout: float) -> None:
+        assert self.loop is not None
+        assert self._ready is not None
+        self._timer = None
+        if self.closed:
+            return
+        deadline = self._quiet_since + timeout
+        # (The loop runs a timer up to its clock's resolution early.)
+        if self.loop.time() + 0.01 >= deadline:
+            self._quiet = True
+            self._ready.set()
+        else:
+            self._timer = self.loop.call_at(deadline, self._quiet_check, timeout)
+
+    def stop_timer(self) -> None:
+        """On the subscription's loop, once it is no longer read."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def next_blocking(self, timeout: float) -> list[Event] | None:
         assert self._condition is not None
@@ -211,10 +246,17 @@ class Hub:
     seconds after the last one ends (so a process nobody watches holds no
     ``LISTEN`` connection). Asyncio watchers get each batch of events
     through one ``call_soon_threadsafe`` per event loop, not one per watcher.
+
+    The channel is read at most every ``PACE_SECONDS`` (:meth:`pace`): an
+    event after a quiet spell is handed over at once; under a stream of
+    uploads, each watcher wakes once for what came meanwhile and sends it
+    in one write. Waking for each event cost, with a hundred streams on
+    ``/events``, as much CPU as the uploads (docs/live.md: the measurement).
     """
 
     # How long the listener outlives its last watcher.
     LINGER_SECONDS = 2.0
+    PACE_SECONDS = 0.1
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -222,16 +264,7 @@ class Hub:
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._empty_since: float | None = None
-        self._outboxes: dict[asyncio.AbstractEventLoop, _Outbox] = {}
-
-    def _outbox(self, loop: asyncio.AbstractEventLoop) -> _Outbox:
-        outbox = self._outboxes.get(loop)
-        if outbox is None:
-            with self._lock:
-                for gone in [other for other in self._outboxes if other.is_closed()]:
-                    del self._outboxes[gone]
-                outbox = self._outboxes.setdefault(loop, _Outbox(loop))
-        return outbox
+        self._handed_over = -INFINITY
 
     def subscribe(self, subscription: Subscription) -> Subscription:
         """Start delivering to ``subscription`` (see :meth:`wait_listening`)."""
@@ -256,6 +289,8 @@ class Hub:
         return self._ready.is_set()
 
     def unsubscribe(self, subscription: Subscription) -> None:
+        """(An asyncio watcher's, on its loop.)"""
+        subscription.stop_timer()
         with self._lock:
             watchers = self._watchers.get(subscription.device_id)
             if watchers is not None:
@@ -295,6 +330,12 @@ class Hub:
                     self._ready.clear()
                     return
 
+    def pace(self) -> None:
+        """The channel has events to read: wait until ``PACE_SECONDS`` after the last hand-over."""
+        wait = self._handed_over + self.PACE_SECONDS - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+
     def deliver(self, payloads: list[bytes]) -> None:
         """Hand events to their watchers (the listener thread calls this)."""
         events = []
@@ -303,26 +344,46 @@ class Hub:
                 events.append(Event.decode(payload))
             except (ValueError, KeyError, TypeError):
                 log.warning("ignored a malformed event payload")
-        per_loop: dict[Any, list[tuple[Subscription, Event]]] = {}
+        per_loop: dict[Any, list[tuple[Subscription, list[Event]]]] = {}
         with self._lock:
-            everyone = [w for watchers in self._watchers.values() for w in watchers]
-            for event in events:
-                if event.kind == REVOKED:
-                    targets: Iterable[Subscription] = (
-                        w for w in everyone if w.token_id in event.token_ids
-                    )
-                else:
-                    targets = (
-                        *self._watchers.get(event.device_id, ()),
-                        *self._watchers.get(None, ()),
-                    )
-                for watcher in targets:
-                    per_loop.setdefault(watcher.loop, []).append((watcher, event))
+            for watcher, taken in self._fan_out(events):
+                per_loop.setdefault(watcher.loop, []).append((watcher, taken))
+        self._handed_over = time.monotonic()
         for loop, deliveries in per_loop.items():
             if loop is None:
                 _hand_over(deliveries)
             else:
-                self._outbox(loop).add(deliveries)
+                with contextlib.suppress(RuntimeError):  # the loop has closed
+                    loop.call_soon_threadsafe(_hand_over, deliveries)
+
+    def _fan_out(self, events: list[Event]) -> Iterator[tuple[Subscription, list[Event]]]:
+        """Each watcher with its share of ``events``, in order, one list per run of images.
+
+        Images are grouped by device, so that each watcher gets one list
+        (shared with every watcher of the same device, or of all), not an
+        append per event per watcher. A revocation goes alone to the
+        watchers of its tokens.
+        """
+        run: list[Event] = []
+        for event in [*events, None]:
+            if event is not None and event.kind != REVOKED:
+                run.append(event)
+                continue
+            if run:
+                by_device: dict[str, list[Event]] = {}
+                for image in run:
+                    by_device.setdefault(image.device_id, []).append(image)
+                for device_id, images in by_device.items():
+                    for watcher in self._watchers.get(device_id, ()):
+                        yield watcher, images
+                for watcher in self._watchers.get(None, ()):
+                    yield watcher, run
+                run = []
+            if event is not None:
+                for watchers in self._watchers.values():
+                    for watcher in watchers:
+                        if watcher.token_id in event.token_ids:
+                            yield watcher, [event]
 
     def gap(self) -> None:
         """The channel was lost for a while: every watcher must resynchronise from the database."""
@@ -335,53 +396,9 @@ class Hub:
                 watcher.loop.call_soon_threadsafe(watcher.close, "gap")
 
 
-def _hand_over(deliveries: list[tuple[Subscription, Event]]) -> None:
-    for watcher, event in deliveries:
-        watcher.put(event)
-
-
-class _Outbox:
-    """What the hub hands to one event loop, at most once per ``INTERVAL``.
-
-    An event after a quiet spell is handed over at once. Under a stream of
-    uploads, the events of the next ``INTERVAL`` are gathered and handed over
-    together: each watcher then wakes once for all of them and sends them in
-    one write, instead of waking for each (which, with a hundred streams on
-    ``/events``, cost the listener as much CPU as the uploads themselves).
-    """
-
-    INTERVAL = 0.05
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self._lock = threading.Lock()
-        self._pending: list[tuple[Subscription, Event]] = []
-        self._scheduled = False
-        self._last = -INFINITY
-
-    def add(self, deliveries: list[tuple[Subscription, Event]]) -> None:
-        """From the hub's thread."""
-        with self._lock:
-            self._pending.extend(deliveries)
-            if self._scheduled:
-                return
-            self._scheduled = True
-        if not self.loop.is_closed():
-            self.loop.call_soon_threadsafe(self._schedule)
-
-    def _schedule(self) -> None:
-        wait = self._last + self.INTERVAL - self.loop.time()
-        if wait > 0:
-            self.loop.call_later(wait, self._flush)
-        else:
-            self._flush()
-
-    def _flush(self) -> None:
-        with self._lock:
-            deliveries, self._pending = self._pending, []
-            self._scheduled = False
-        self._last = self.loop.time()
-        _hand_over(deliveries)
+def _hand_over(deliveries: list[tuple[Subscription, list[Event]]]) -> None:
+    for watcher, events in deliveries:
+        watcher.put(events)
 
 
 _hub: Hub | None = None

@@ -51,11 +51,15 @@ class Instance:
 
 @dataclass
 class Stream:
-    """A text/event-stream read by httpx in a thread: its events, then ``None`` at its end."""
+    """A text/event-stream read by httpx in a thread: its events, then ``None`` at its end.
+
+    Its comment lines (the preamble's, keep-alives) are queued apart.
+    """
 
     url: str
     headers: dict[str, str] = field(default_factory=dict)
     events: queue.Queue = field(default_factory=queue.Queue)
+    comments: queue.Queue = field(default_factory=queue.Queue)
     status: int | None = None
     response_headers: httpx.Headers | None = None
     opened: threading.Event = field(default_factory=threading.Event)
@@ -80,7 +84,9 @@ class Stream:
                         if "data" in fields:
                             self.events.put(fields)
                         fields = {}
-                    elif line and not line.startswith(":"):
+                    elif line.startswith(":"):
+                        self.comments.put(line)
+                    elif line:
                         name, _, value = line.partition(":")
                         fields[name] = value.removeprefix(" ")
         except httpx.HTTPError as exc:
@@ -242,8 +248,8 @@ def test_a_stream_on_the_api_port_is_redirected_to_the_listener(tmp_path):
         stop_all(instance)
 
 
-def test_replay_after_last_event_id_on_the_listener(tmp_path):
-    instance = serve(tmp_path, fresh_database_url(tmp_path), "serve")
+def test_replay_after_last_event_id_on_the_listener_then_keep_alives(tmp_path):
+    instance = serve(tmp_path, fresh_database_url(tmp_path), "serve", IMAGES_EVENTS_KEEPALIVE="1")
     try:
         stored = [upload(instance, "cam", seed) for seed in range(3)]
         upload(instance, "other", 9)
@@ -253,6 +259,9 @@ def test_replay_after_last_event_id_on_the_listener(tmp_path):
         assert [stream.next()["id"] for _ in range(2)] == [stored[1]["id"], stored[2]["id"]]
         newer = upload(instance, "cam", 5)
         assert stream.next()["id"] == newer["id"]
+        # Quiet for a second: a comment keeps the connection (and its proxies) alive.
+        comments = [stream.comments.get(timeout=WAIT) for _ in range(3)]
+        assert comments == [": images events", ": keep-alive", ": keep-alive"]
     finally:
         stop_all(instance)
 
