@@ -9,11 +9,23 @@ covered, for real, by test_channels.py, test_events.py and test_live_serve.py.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 
 import pytest
 
 from images import events
 from images.events import REVOKED, Event, Hub, Subscription
+
+
+@pytest.fixture
+def hub() -> Iterator[Hub]:
+    """A fresh hub; its watchers leave at the end, so its listener thread (and any
+    LISTEN connection it opened on the suite's database) ends a moment later."""
+    fresh = Hub()
+    yield fresh
+    for watchers in list(fresh._watchers.values()):
+        for watcher in list(watchers):
+            fresh.unsubscribe(watcher)
 
 
 def image(device: str, number: int) -> Event:
@@ -35,8 +47,7 @@ def received(subscription: Subscription) -> list[str]:
         ids += [event.image_id for event in taken]
 
 
-def test_each_watcher_gets_its_share_of_a_batch_in_order_and_a_revocation_ends_it():
-    hub = Hub()
+def test_each_watcher_gets_its_share_of_a_batch_in_order_and_a_revocation_ends_it(hub):
     camera = hub.subscribe(Subscription(device_id="cam"))
     other = hub.subscribe(Subscription(device_id="other"))
     everything = hub.subscribe(Subscription(device_id=None))
@@ -65,8 +76,7 @@ def test_each_watcher_gets_its_share_of_a_batch_in_order_and_a_revocation_ends_i
     assert received(revoked) == ["id-cam-1", "id-other-1", "id-cam-2", "closed: revoked"]
 
 
-def test_a_watcher_that_falls_too_far_behind_is_closed():
-    hub = Hub()
+def test_a_watcher_that_falls_too_far_behind_is_closed(hub):
     slow = hub.subscribe(Subscription(device_id="cam"))
     for start in range(0, events.QUEUE_LIMIT + 1, 100):
         hub.deliver([image("cam", n).encode() for n in range(start, start + 100)])
