@@ -72,13 +72,19 @@ end
 
 
 def wrk(url: str, seconds: int, connections: int, *extra: str) -> dict[str, float]:
-    threads = min(connections, 2)
     out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", *extra, url],
-        capture_output=True,
-        text=True,
-        check=True,
+        wrk_command(url, seconds, connections, *extra), capture_output=True, text=True, check=True
     ).stdout
+    return wrk_figures(out)
+
+
+def wrk_command(url: str, seconds: int, connections: int, *extra: str) -> list[str]:
+    threads = min(connections, 2)
+    return ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", *extra, url]
+
+
+def wrk_figures(out: str) -> dict[str, float]:
+    """Requests/s, p50 and p99 in ms, and non-2xx/3xx answers, from wrk's report."""
     result = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}
     for pct in ("50", "99"):
         match = re.search(rf"^\s+{pct}(?:\.000)?%\s+([\d.]+)(us|ms|s)", out, re.M)

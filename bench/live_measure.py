@@ -14,7 +14,6 @@ import contextlib
 import itertools
 import math
 import os
-import re
 import resource
 import signal
 import statistics
@@ -36,7 +35,6 @@ from bench.live_server import (
     noise_png,
     small_png,
     udp_counters,
-    worker_cpu,
 )
 from bench.support import query_database
 
@@ -224,7 +222,7 @@ def latency_under_load(
         flush=True,
     )
     load = subprocess.Popen(
-        ["wrk", "-t2", f"-c{args.connections}", f"-d{seconds}s", "-s", str(script), server.url],
+        bench_http.wrk_command(server.url, seconds, args.connections, "-s", str(script)),
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -234,8 +232,7 @@ def latency_under_load(
         latency(server, watcher, layout, timed, stamps)
     finally:
         out, _ = load.communicate(timeout=seconds + 60)
-    rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    print(f"  wrk meanwhile: {rate.group(1) if rate else '?'} uploads/s", flush=True)
+    print(f"  wrk meanwhile: {bench_http.wrk_figures(out)['rps']:.1f} uploads/s", flush=True)
 
 
 def rates(
@@ -306,16 +303,18 @@ def rates(
         )
         watcher_cpu = watcher.call("collect", False)["cpu"]
         cpu, idle, wrk_cpu = cpu_seconds(server), idle_share(), children_cpu()
-        workers = [worker_cpu(server)]
         up = bench_http.wrk(server.url, args.seconds, args.connections, "-s", str(script))
-        used = {role: value - cpu.get(role, 0.0) for role, value in cpu_seconds(server).items()}
-        workers.append(worker_cpu(server))
+        after_up = cpu_seconds(server)
         idle, wrk_cpu = idle_share(idle), children_cpu() - wrk_cpu
+        used = {
+            role: sum(after_up[role].values()) - sum(cpu.get(role, {}).values())
+            for role in after_up
+        }
         uploading = watcher.call("collect", False)  # (collect starts the counts again)
         watcher_cpu = uploading["cpu"] - watcher_cpu
         down = bench_http.wrk(item, args.seconds, args.connections)
-        workers.append(worker_cpu(server))
-        split = [per_worker(workers[0], workers[1]), per_worker(workers[1], workers[2])]
+        after_down = cpu_seconds(server)
+        split = [per_worker(cpu, after_up), per_worker(after_up, after_down)]
         uneven = [min(shares) < 0.25 * max(shares) for shares in split]
         for phase, figures in enumerate((up, down)):
             if not uneven[phase]:
@@ -370,9 +369,12 @@ def rates(
         print(f"  mean of the rounds both workers served (no !): open/none: {', '.join(ratios)}")
 
 
-def per_worker(before: dict[int, float], after: dict[int, float]) -> list[float]:
-    """CPU seconds each HTTP worker used between two ``worker_cpu`` readings."""
-    return [after[pid] - before.get(pid, 0.0) for pid in sorted(after)] or [0.0]
+def per_worker(
+    before: dict[str, dict[int, float]], after: dict[str, dict[int, float]]
+) -> list[float]:
+    """CPU seconds each HTTP worker used between two ``cpu_seconds`` readings."""
+    workers, earlier = after.get("http", {}), before.get("http", {})
+    return [workers[pid] - earlier.get(pid, 0.0) for pid in sorted(workers)] or [0.0]
 
 
 def children_cpu() -> float:

@@ -171,16 +171,11 @@ def process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
-def cpu_seconds(server: Server) -> dict[str, float]:
-    """CPU seconds used so far by each role's processes."""
+def cpu_seconds(server: Server) -> dict[str, dict[int, float]]:
+    """CPU seconds used so far by each process of each role."""
     return {
-        role: sum(process_cpu(pid) for pid in pids) for role, pids in server.processes().items()
+        role: {pid: process_cpu(pid) for pid in pids} for role, pids in server.processes().items()
     }
-
-
-def worker_cpu(server: Server) -> dict[int, float]:
-    """CPU seconds used so far by each HTTP worker."""
-    return {pid: process_cpu(pid) for pid in server.processes().get("http", [])}
 
 
 @dataclass

@@ -37,7 +37,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections
@@ -96,6 +96,14 @@ def _retrying(connect_and_listen: Callable[[], None], listener: Listener, name: 
 PG_APPLICATION_NAME = "images-events"
 
 
+def _gather(first: list, more: Callable[[], list]) -> list:
+    """``first``, then what ``more()`` finds came meanwhile, until it finds nothing (or plenty)."""
+    batch = list(first)
+    while len(batch) < _BATCH_LIMIT and (found := more()):
+        batch += found
+    return batch
+
+
 class PostgresChannel:
     """``NOTIFY images_events`` / ``LISTEN images_events`` on the service's own database."""
 
@@ -138,14 +146,10 @@ class PostgresChannel:
                 while not listener.idle():
                     # The first notification as it comes (for up to a second),
                     # then all that came meanwhile (timeout 0: one poll).
-                    batch = list(connection.notifies(timeout=_IDLE_CHECK_SECONDS, stop_after=1))
-                    if batch:
+                    first = list(connection.notifies(timeout=_IDLE_CHECK_SECONDS, stop_after=1))
+                    if first:
                         listener.pace()
-                        while len(batch) < _BATCH_LIMIT:
-                            more = list(connection.notifies(timeout=0))
-                            if not more:
-                                break
-                            batch += more
+                        batch = _gather(first, lambda: list(connection.notifies(timeout=0)))
                         listener.deliver([notification.payload.encode() for notification in batch])
                     if time.monotonic() - checked > _HEARTBEAT_SECONDS:
                         connection.execute("SELECT 1")  # still there?
@@ -350,12 +354,7 @@ class RedisChannel:
                     if message is None:
                         continue
                     listener.pace()
-                    batch = [message]
-                    while len(batch) < _BATCH_LIMIT:
-                        message = pubsub.get_message(timeout=0.0)  # what came meanwhile
-                        if message is None:
-                            break
-                        batch.append(message)
+                    batch = _gather([message], lambda: _waiting(pubsub))
                     payloads = [each["data"] for each in batch if each["type"] == "message"]
                     if payloads:
                         listener.deliver(payloads)
@@ -364,6 +363,12 @@ class RedisChannel:
                 client.close()
 
         _retrying(connect_and_listen, listener, "Redis")
+
+
+def _waiting(pubsub: Any) -> list:
+    """The next Redis message already received, if any (timeout 0: no wait)."""
+    message = pubsub.get_message(timeout=0.0)
+    return [] if message is None else [message]
 
 
 def kind() -> str:
