@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from PIL import Image as PILImage
 
-from ops.objectstore import CREDENTIALS, ObjectStore
+from ops.seaweedfs import CREDENTIALS, ObjectStore
 
 # boto3 reads credentials when its first client is made; any pair signs for
 # the test store, and none of these reaches a real account.

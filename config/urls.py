@@ -3,7 +3,7 @@ from django.urls import path, re_path
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from images.http import errors, export, listing, live, thumbnails, views
+from images.http import errors, export, listings, live, thumbnails, views
 from images.pages import views as pages
 from ops import views as ops
 
@@ -24,7 +24,7 @@ urlpatterns = [
         thumbnails.ImageThumbnailView.as_view(),
         name="image-thumbnail",
     ),
-    path("devices", listing.DeviceListView.as_view(), name="devices"),
+    path("devices", listings.DeviceListView.as_view(), name="devices"),
     # Device ids may hold "/", which arrives decoded (%2F -> /): the id is
     # everything between "devices/" and the last "/images".
     re_path(
@@ -38,7 +38,7 @@ urlpatterns = [
     path("events", live.EventsView.as_view(), name="events"),
     re_path(
         r"^devices/(?P<device_id>.+)/images$",
-        listing.DeviceImagesView.as_view(),
+        listings.DeviceImagesView.as_view(),
         name="device-images",
     ),
     re_path(

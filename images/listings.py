@@ -1,6 +1,6 @@
 """Listings, front-end neutral: query parameters in, a page and its next link out.
 
-HTTP (``images.http.listing``) and CoAP (``images.coap.resources``) both call
+HTTP (``images.http.listings``) and CoAP (``images.coap.resources``) both call
 these, so paging, cursors and validation have one implementation. Pages are
 keyset pages: the ``next`` URL resumes right after the last item shown, so
 pages stay stable while devices keep sending images.

@@ -32,7 +32,7 @@ class Image(models.Model):
     modified_at = models.DateTimeField(default=timezone.now)
     # False while a better encoding may still replace the stored bytes.
     optimized = models.BooleanField(default=True)
-    # The optimiser's claim on a waiting image (images.optimiser): until when
+    # The optimiser's claim on a waiting image (images.lifecycle.optimizer): until when
     # the worker that claimed it holds it, and how many claims it has had.
     lease_until = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)

@@ -14,9 +14,10 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Count, Field, Max, Min, Q, QuerySet
 from django.db.models.expressions import Col
 
-from images import pgbinary, storage
+from images import storage
 from images.errors import ImageNotFound
 from images.models import Image
+from images.storage import pgbinary
 
 T = TypeVar("T")
 
@@ -88,7 +89,7 @@ def _row_plan(database: BaseDatabaseWrapper, with_data: bool, keys: tuple[str, .
         key_fields=key_fields,
         attnames=tuple(field.attname for field in fields),
         converters=tuple(converters),
-        # See images.pgbinary. Server-side binding also lets psycopg prepare
+        # See images.storage.pgbinary. Server-side binding also lets psycopg prepare
         # the statement once it has run a few times.
         binary=database.vendor == "postgresql",
     )

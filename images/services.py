@@ -1,7 +1,7 @@
 """Writes: ingest and delete. Every front end (HTTP, CoAP) calls these.
 
 Where the bytes go is :mod:`images.storage`'s business; the optimiser that
-finishes deferred images is :mod:`images.optimiser`.
+finishes deferred images is :mod:`images.lifecycle.optimizer`.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from datetime import datetime
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 
-from images import compression, events, sources, storage
+from images import compression, live, sources, storage
 from images.errors import ImageConflict, ImageNotFound, ImageTooLarge, InvalidImage
 from images.models import Image
-from images.thumbnail_cache import thumbnails_forget
+from images.thumbnails import thumbnails_forget
 from ops import metrics
 
 
@@ -154,7 +154,7 @@ def _saved(
         if existing is None:
             raise
         return _retried(existing, sha256)
-    events.image_stored(image)
+    live.image_stored(image)
     return IngestResult(image, created=True)
 
 

@@ -1,96 +1,69 @@
-"""Thumbnails: a stored image scaled down to fit a square, as WebP or JPEG.
+"""Thumbnails made on demand and kept in Django's cache (API.md §8): make or take from the cache.
 
-Pure bytes -> bytes with Pillow; no Django. The input is an image this
-service stored, so it is already known to decode within the operator's
-limits; animations contribute their first frame.
+Making one is :mod:`images.compression.thumbnail` (Pillow, no Django).
+
+Keyed by the stored bytes' sha256, so a cache hit never reads the image.
+Each image's made thumbnails are listed under one more key, so that deleting
+the image (``DELETE``, retention) can forget them rather than leave a
+deleted picture's thumbnails in memory or Redis for a week.
 """
 
 from __future__ import annotations
 
-import io
-import warnings
-from dataclasses import dataclass
+from collections.abc import Iterable
 
-from PIL import Image
+from django.core.cache import cache
 
-SIZE_MIN = 16
-SIZE_MAX = 1024
-SIZE_DEFAULT = 256
+from images import selectors, storage
+from images.compression.thumbnail import (
+    CONTENT_TYPES,
+    EXTENSIONS,
+    SIZE_DEFAULT,
+    SIZE_MAX,
+    SIZE_MIN,
+    thumbnail_make,
+)
+from images.models import Image
 
-# The formats we make, in order of preference: WebP is smaller and keeps
-# transparency; JPEG is there for clients that do not take WebP.
-CONTENT_TYPES = ("image/webp", "image/jpeg")
-_SAVE_OPTIONS = {
-    "image/webp": {"format": "WEBP", "quality": 80, "method": 4},
-    "image/jpeg": {"format": "JPEG", "quality": 85, "optimize": True},
-}
-# EXIF orientation (tag 274) -> the transpose that shows the image upright,
-# as browsers do when they display the full image.
-_ORIENTATION = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}
-_EXIF_ORIENTATION = 0x0112
-_WIDE_GREY = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
+CACHE_SECONDS = 7 * 86_400
+__all__ = [
+    "CONTENT_TYPES",
+    "EXTENSIONS",
+    "SIZE_DEFAULT",
+    "SIZE_MAX",
+    "SIZE_MIN",
+    "thumbnail_for",
+    "thumbnails_forget",
+]
 
 
-@dataclass(frozen=True)
-class Thumbnail:
-    data: bytes
-    content_type: str
-    width: int
-    height: int
+def _key(sha256: str, size: int, content_type: str) -> str:
+    return f"thumbnail:v1:{sha256}:{size}:{EXTENSIONS[content_type]}"
 
 
-def thumbnail_make(data: bytes, *, size: int, content_type: str) -> Thumbnail:
-    """Scale ``data`` down to fit in ``size`` x ``size`` pixels, keeping its aspect ratio.
-
-    Never enlarges: a smaller image keeps its own dimensions. ``content_type``
-    is one of :data:`CONTENT_TYPES`. Transparency is kept in WebP and laid
-    on white in JPEG; 16-bit grey is scaled (not clipped) to 8 bits; EXIF
-    orientation is applied. Raises ``ValueError`` for a size out of bounds
-    or an unknown content type.
-    """
-    if not SIZE_MIN <= size <= SIZE_MAX:
-        raise ValueError(f"size must be between {SIZE_MIN} and {SIZE_MAX}")
-    if content_type not in _SAVE_OPTIONS:
-        raise ValueError(f"thumbnails are made as {' or '.join(CONTENT_TYPES)}")
-    with warnings.catch_warnings():
-        # The image was accepted under the operator's pixel limit, which may
-        # exceed Pillow's own bomb warning threshold.
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        with Image.open(io.BytesIO(data)) as image:
-            orientation = image.getexif().get(_EXIF_ORIENTATION)
-            # draft() lets JPEG decode at 1/2, 1/4 or 1/8 scale straight away.
-            image.draft("RGB", (size, size))
-            small = _eight_bit(image, keep_alpha=content_type == "image/webp")
-            small.thumbnail((size, size), Image.Resampling.LANCZOS)
-    if orientation in _ORIENTATION:
-        small = small.transpose(_ORIENTATION[orientation])
-    out = io.BytesIO()
-    small.save(out, **_SAVE_OPTIONS[content_type])
-    return Thumbnail(out.getvalue(), content_type, small.width, small.height)
+def _index_key(sha256: str) -> str:
+    return f"thumbnail:v1:{sha256}:made"
 
 
-def _eight_bit(image: Image.Image, *, keep_alpha: bool) -> Image.Image:
-    """``image`` as 8-bit L, RGB or RGBA (WebP and JPEG take nothing else)."""
-    if image.mode in _WIDE_GREY:
-        # convert("L") clips 16-bit values at 255; scale them instead.
-        return image.convert("I").point(lambda value: value / 256).convert("L")
-    has_alpha = "A" in image.getbands() or "transparency" in image.info
-    if has_alpha and keep_alpha:
-        return image.convert("RGBA")
-    if has_alpha:
-        rgba = image.convert("RGBA")
-        flat = Image.new("RGB", rgba.size, "white")
-        flat.paste(rgba, mask=rgba.getchannel("A"))
-        return flat
-    if image.mode in ("L", "RGB"):
-        image.load()
-        return image
-    return image.convert("L" if image.mode == "1" else "RGB")
+def thumbnail_for(image: Image, size: int, content_type: str) -> bytes:
+    """The thumbnail's bytes, from the cache or made (and cached) from the stored image."""
+    key = _key(image.sha256, size, content_type)
+    data = cache.get(key)
+    if data is None:
+        stored = storage.image_bytes(selectors.image_get(image_id=image.id))
+        data = thumbnail_make(stored, size=size, content_type=content_type).data
+        cache.set(key, data, CACHE_SECONDS)
+        # A race between two requests may drop one entry from the index;
+        # that thumbnail then merely lives out its week.
+        made = set(cache.get(_index_key(image.sha256), ()))
+        cache.set(_index_key(image.sha256), sorted(made | {key}), CACHE_SECONDS)
+    return data
+
+
+def thumbnails_forget(sha256s: Iterable[str]) -> None:
+    """Drop every cached thumbnail of these images' bytes."""
+    index_keys = [_index_key(sha256) for sha256 in sha256s]
+    if not index_keys:
+        return
+    made = cache.get_many(index_keys)
+    cache.delete_many([key for keys in made.values() for key in keys] + index_keys)

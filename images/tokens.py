@@ -11,7 +11,7 @@ import secrets
 
 from django.utils import timezone
 
-from images import events
+from images import live
 from images.models import Token
 
 PREFIX = "img_"
@@ -39,7 +39,7 @@ def token_revoke(*, raw_or_id: str) -> int:
     revoked = list(match.values_list("pk", flat=True))
     count = Token.objects.filter(pk__in=revoked).update(revoked_at=timezone.now())
     # Event streams these tokens opened end now, in every instance (API.md §13).
-    events.tokens_revoked(revoked)
+    live.tokens_revoked(revoked)
     return count
 
 

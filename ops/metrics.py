@@ -55,7 +55,7 @@ class BacklogCollector:
         from django.db import DatabaseError
         from django.utils import timezone
 
-        from images.optimiser import backlog_status  # the core; imports this module
+        from images.lifecycle.optimizer import backlog_status  # the core; imports this module
 
         try:
             backlog = backlog_status()

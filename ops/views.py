@@ -9,8 +9,8 @@ from django.db import DatabaseError, connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from formats.errors import error_response
-from images import objectstore
 from images.errors import StorageUnavailable
+from images.storage import objects
 from ops import metrics
 
 View = Callable[[HttpRequest], HttpResponse]
@@ -45,8 +45,8 @@ def healthz(request: HttpRequest) -> HttpResponse:
     except DatabaseError as exc:
         answer |= {"status": "unavailable", "database": type(exc).__name__}
     try:
-        objectstore.store_check()
-        answer["storage"] = "s3" if objectstore.target() else "db"
+        objects.store_check()
+        answer["storage"] = "s3" if objects.target() else "db"
     except StorageUnavailable:
         answer |= {"status": "unavailable", "storage": "unavailable"}
     headers = {"Cache-Control": "no-store"}

@@ -10,7 +10,7 @@ server's memory, so the resources here do both directions themselves:
   and ``max_buffered_bytes`` in all; a new upload evicts the least recently
   active one when full, and uploads idle for MAX_TRANSMIT_WAIT are dropped.
 - :func:`block2_slice` cuts one block out of a complete answer, and
-  :class:`images.blobcache.BlobCache` keeps recently served images by their
+  :class:`images.storage.cache.BlobCache` keeps recently served images by their
   sha256 (shared by all clients, bounded in bytes) so that a Block2 download
   does not read the whole image from the database for every block.
 """

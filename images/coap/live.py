@@ -2,7 +2,7 @@
 
 A registration (GET with Observe: 0) gets the device's newest image, then a
 notification each time a newer one is stored, by any front end of any
-instance: the process's :class:`images.events.Hub` tells, this resource
+instance: the process's :class:`images.live.Hub` tells, this resource
 looks the image up once per device and triggers its observers, and aiocoap
 renders each notification (the first block of a large image, with Size2;
 the client fetches the rest with Block2 as for any download).
@@ -25,7 +25,7 @@ from aiocoap import Message, interfaces, resource
 from aiocoap.protocol import ServerObservation
 from django.conf import settings
 
-from images import events, live
+from images import live
 from images.access import ANONYMOUS
 from images.coap.edge import in_worker
 from images.coap.resources import DeviceImages, FrontEnd, ImageDownloads
@@ -135,8 +135,8 @@ class LatestImage(ImageDownloads, interfaces.ObservableResource):
         """Follow the hub for as long as anyone observes; notify on each newer image."""
         loop = asyncio.get_running_loop()
         while self.observers.count:
-            hub = events.hub()
-            subscription = hub.subscribe(events.Subscription(device_id=None, loop=loop))
+            hub = live.hub()
+            subscription = hub.subscribe(live.Subscription(device_id=None, loop=loop))
             try:
                 if not hub.listening_now():
                     await asyncio.to_thread(hub.wait_listening)
@@ -151,7 +151,7 @@ class LatestImage(ImageDownloads, interfaces.ObservableResource):
                             newest[event.device_id] = max(stamp, newest.get(event.device_id, stamp))
                     for device_id, stamp in newest.items():
                         await self._refresh([device_id], newer_than=stamp)
-            except events.Closed:
+            except live.Closed:
                 continue
             finally:
                 hub.unsubscribe(subscription)

@@ -29,7 +29,6 @@ from formats.cbor import CBOR_MEDIA_TYPE, CBORRenderer
 from formats.linkformat import FilterError, Link, LinkFormatRenderer, parse_filters
 from images import discovery, listings, selectors, storage, uploads
 from images.access import ANONYMOUS
-from images.blobcache import BlobCache
 from images.coap.blockwise import Block1Assembler, block2_slice
 from images.coap.edge import in_worker, log_request
 from images.coap.errors import error_response
@@ -46,6 +45,7 @@ from images.serializers import (
     image_metadata,
     validated,
 )
+from images.storage.cache import BlobCache
 
 JSON = 50
 CBOR = 60

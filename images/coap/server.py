@@ -12,7 +12,6 @@ from aiocoap import Context, interfaces, resource
 from aiocoap.oscore_sitewrapper import OscoreSiteWrapper
 
 from images import discovery
-from images.blobcache import BlobCache
 from images.coap import dedup
 from images.coap.blockwise import Block1Assembler
 from images.coap.live import Devices, LatestImage
@@ -26,6 +25,7 @@ from images.coap.resources import (
     WellKnownCore,
 )
 from images.coap.security import Access, ServerContexts
+from images.storage.cache import BlobCache
 
 
 class _MountingSite(resource.Site):

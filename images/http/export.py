@@ -18,10 +18,11 @@ from rest_framework import serializers
 from rest_framework.views import APIView
 
 from formats.errors import error_response
-from images import access, archive
+from images import access
 from images.filenames import safe_name
 from images.http import auth, openapi
 from images.http.errors import response_for_exception
+from images.lifecycle import tarball
 from images.serializers import ImageListQuerySerializer, validated
 
 
@@ -65,13 +66,13 @@ def device_export(request: HttpRequest, device_id: str) -> HttpResponse:
     try:
         auth.check_export(request, device_id)
         query = validated(ImageListQuerySerializer, request.GET)
-        images = archive.device_images_all(device_id, query.get("start"), query.get("end"))
+        images = tarball.device_images_all(device_id, query.get("start"), query.get("end"))
         # The first page is read now, so that an unknown device is a 404
         # rather than an archive that breaks off.
         first = list(itertools.islice(images, 1))
     except Exception as exc:  # noqa: BLE001 - every error becomes a contract error
         return response_for_exception(request, exc)
-    body = archive.export_stream(itertools.chain(first, images))
+    body = tarball.export_stream(itertools.chain(first, images))
     response = StreamingHttpResponse(
         iter(()) if request.method == "HEAD" else body, content_type="application/x-tar"
     )

@@ -9,7 +9,7 @@ a blocking stream, for the development server and Django's test client.
 Under ``serve`` they never hold a WSGI worker: the workers answer them with
 a redirect to ``serve``'s stream listener (:mod:`images.http.streams`),
 which serves them on an event loop with the same checks and the same stream
-(:mod:`images.live`).
+(:mod:`images.http.sse`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from rest_framework.views import APIView
 
 from formats.errors import error_response
 from images import access, identity, live
-from images.http import auth, openapi
+from images.http import auth, openapi, sse
 from images.http.downloads import is_conditional, not_modified_response
 from images.http.errors import response_for_exception
 from images.http.views import image_or_metadata
@@ -85,7 +85,7 @@ _EVENTS_DESCRIPTION = (
     "then ends and the client resumes). A comment line every IMAGES_EVENTS_KEEPALIVE seconds."
 )
 _EVENTS_RESPONSES = {
-    (200, live.MEDIA_TYPE): OpenApiResponse(description="The stream."),
+    (200, sse.MEDIA_TYPE): OpenApiResponse(description="The stream."),
     **openapi.errors(401, 403, 406),
 }
 _LAST_EVENT_ID = openapi.header("Last-Event-ID", [200], "The last event's id, to resume after.")
@@ -124,10 +124,10 @@ class DeviceEventsView(EventsView):
 
 def watch_for(request: HttpRequest, device_id: str | None) -> live.Watch:
     """The watch this request may open (401, 403, 406 otherwise): every front end's first step."""
-    if request.headers.get("Accept") and request.get_preferred_type([live.MEDIA_TYPE]) is None:
+    if request.headers.get("Accept") and request.get_preferred_type([sse.MEDIA_TYPE]) is None:
         from rest_framework.exceptions import NotAcceptable
 
-        raise NotAcceptable(f"events are served as {live.MEDIA_TYPE}")
+        raise NotAcceptable(f"events are served as {sse.MEDIA_TYPE}")
     token = identity.request_token(request)
     principal = identity.principal_for(
         token, staff=token is None and identity.request_staff(request)
@@ -170,7 +170,7 @@ def events_stream(request: HttpRequest, device_id: str | None) -> HttpResponse:
         watch = watch_for(request, device_id)
     except Exception as exc:  # noqa: BLE001 - every error becomes a contract error
         return response_for_exception(request, exc)
-    body = iter(()) if request.method == "HEAD" else live.sse_stream(watch)
-    response = StreamingHttpResponse(body, content_type=f"{live.MEDIA_TYPE}; charset=utf-8")
+    body = iter(()) if request.method == "HEAD" else sse.sse_stream(watch)
+    response = StreamingHttpResponse(body, content_type=f"{sse.MEDIA_TYPE}; charset=utf-8")
     stream_headers(response)
     return response

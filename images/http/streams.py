@@ -11,7 +11,7 @@ subscription and a coroutine (about 26 KB), not a thread.
 Each stream is opened exactly as the WSGI view opens it: the same Django
 request (with its session, for the gallery's logged-in staff), the same
 checks (:func:`images.http.live.watch_for`) and errors, in a worker thread
-because they read the database; then :func:`images.live.sse_stream_async`
+because they read the database; then :func:`images.http.sse.sse_stream_async`
 runs on the loop. Everything else here is a 404.
 
 Browsers reach this listener from a page served by the WSGI port: a
@@ -37,8 +37,9 @@ from django.db import close_old_connections
 from django.http import HttpResponse
 
 from formats.errors import error_response
-from images import events, live
+from images import live
 from images.http import live as http_live
+from images.http import sse
 from images.http.errors import response_for_exception
 
 Scope = MutableMapping[str, Any]
@@ -61,7 +62,7 @@ async def application(scope: Scope, receive: Receive, send: Send) -> None:
         await _send_response(send, opened, _cors(scope))
         return
     watch, response = opened
-    chunks = live.sse_stream_async(watch, asyncio.get_running_loop())
+    chunks = sse.sse_stream_async(watch, asyncio.get_running_loop())
     try:
         # The answer starts once the stream hears the channel (its first chunk).
         first = await anext(chunks)
@@ -101,7 +102,7 @@ def _open(scope: Scope) -> HttpResponse | tuple[live.Watch, HttpResponse]:
             watch = http_live.watch_for(request, match["device_id"])
         except Exception as exc:  # noqa: BLE001 - every error becomes a contract error
             return response_for_exception(request, exc)
-        response = HttpResponse(content_type=f"{live.MEDIA_TYPE}; charset=utf-8")
+        response = HttpResponse(content_type=f"{sse.MEDIA_TYPE}; charset=utf-8")
         http_live.stream_headers(response)
         return watch, response
     finally:
@@ -150,7 +151,7 @@ async def _lifespan(receive: Receive, send: Send) -> None:
         elif message["type"] == "lifespan.shutdown":
             # Shutting down: end every open stream, so that its client
             # reconnects (to another instance, or to this one restarted).
-            events.hub().gap()
+            live.hub().gap()
             await send({"type": "lifespan.shutdown.complete"})
             return
 

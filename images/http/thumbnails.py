@@ -28,12 +28,10 @@ from images.http.auth import vary_on
 from images.http.errors import error_response
 from images.models import Image
 from images.serializers import validated
-from images.thumbnail_cache import thumbnail_for
 
 # A day in HTTP caches, then a cheap revalidation by ETag: thumbnails of an
 # id never change meaning, but their bytes may improve with a new release.
 MAX_AGE = 86_400
-_EXTENSIONS = {"image/webp": "webp", "image/jpeg": "jpeg"}
 
 
 class ThumbnailQuerySerializer(serializers.Serializer):
@@ -48,7 +46,7 @@ class ThumbnailQuerySerializer(serializers.Serializer):
 def thumbnail_etag(image: Image, size: int, content_type: str) -> str:
     # Weak (RFC 9110 §8.8.1): the same picture, though a newer Pillow may
     # encode it to other bytes.
-    return f'W/"{image.sha256}-{size}-{_EXTENSIONS[content_type]}"'
+    return f'W/"{image.sha256}-{size}-{thumbnails.EXTENSIONS[content_type]}"'
 
 
 class ImageThumbnailView(APIView):
@@ -90,7 +88,7 @@ class ImageThumbnailView(APIView):
         if response.status_code == 412:
             response = error_response(django_request, 412, {"detail": ["precondition failed"]})
         elif response is probe:
-            data = thumbnail_for(image, size, content_type)
+            data = thumbnails.thumbnail_for(image, size, content_type)
             response = HttpResponse(data, content_type=content_type, headers=headers)
             if request.method == "HEAD":
                 response.content = b""

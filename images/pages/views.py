@@ -27,8 +27,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_safe
 
 from formats.rfc3339 import format_timestamp
-from images import access, discovery, identity, selectors, services, thumbnails
-from images import live as live_streams
+from images import access, discovery, identity, live, selectors, services, thumbnails
 from images.access import Principal
 from images.errors import ImageNotFound
 from images.models import Image
@@ -119,7 +118,7 @@ def _events_origin(request: HttpRequest) -> str:
     origin serves.
     """
     host = request.get_host()
-    origin = live_streams.listener_origin(host)
+    origin = live.listener_origin(host)
     explicit_port = ":" in host.rsplit("]", 1)[-1]
     return origin if origin is not None and explicit_port else ""
 

@@ -12,8 +12,8 @@ from django.utils import timezone
 from PIL import Image as PILImage
 
 from conftest import ROOT, png_bytes, start_runserver, stop
-from images import optimiser
 from images.errors import StorageUnavailable
+from images.lifecycle import optimizer
 from images.models import Image
 
 pytestmark = pytest.mark.django_db
@@ -41,7 +41,7 @@ def upload(client, day: int) -> dict:
 
 def test_each_claim_takes_another_image_oldest_first(client):
     first, second = upload(client, 1), upload(client, 2)
-    claims = [optimiser.backlog_claim(), optimiser.backlog_claim(), optimiser.backlog_claim()]
+    claims = [optimizer.backlog_claim(), optimizer.backlog_claim(), optimizer.backlog_claim()]
     assert [str(claim.image_id) for claim in claims[:2]] == [first["id"], second["id"]]
     assert claims[2] is None
     assert [claim.attempts for claim in claims[:2]] == [1, 1]
@@ -49,10 +49,10 @@ def test_each_claim_takes_another_image_oldest_first(client):
 
 def test_a_dead_workers_image_is_taken_over_once_its_lease_runs_out(client, settings):
     meta = upload(client, 1)
-    assert optimiser.backlog_claim() is not None  # this worker dies holding it
-    assert optimiser.backlog_claim() is None
+    assert optimizer.backlog_claim() is not None  # this worker dies holding it
+    assert optimizer.backlog_claim() is None
     later = timezone.now() + timedelta(seconds=settings.IMAGES_OPTIMIZE_LEASE + 1)
-    taken = optimiser.backlog_claim(now=later)
+    taken = optimizer.backlog_claim(now=later)
     assert str(taken.image_id) == meta["id"]
     assert taken.attempts == 2
 
@@ -60,19 +60,19 @@ def test_a_dead_workers_image_is_taken_over_once_its_lease_runs_out(client, sett
 def test_an_image_that_used_up_its_attempts_is_kept_as_received(client, settings):
     meta = upload(client, 1)
     Image.objects.filter(id=meta["id"]).update(attempts=settings.IMAGES_OPTIMIZE_ATTEMPTS)
-    assert optimiser.optimize_next() == "kept"
+    assert optimizer.optimize_next() == "kept"
     row = Image.objects.get(id=meta["id"])
     assert row.optimized
     assert row.lease_until is None
     assert row.sha256 == meta["sha256"]
-    assert optimiser.optimize_next() is None
+    assert optimizer.optimize_next() is None
 
 
 def test_an_image_the_optimiser_cannot_read_is_kept_as_received(client):
     meta = upload(client, 1)
     garbage = b"\xff\xd8" + bytes(meta["storedSize"] - 2)  # a JPEG marker, then zeros
     Image.objects.filter(id=meta["id"]).update(data=garbage)
-    assert optimiser.optimize_next() == "kept"
+    assert optimizer.optimize_next() == "kept"
     assert Image.objects.get(id=meta["id"]).optimized
 
 
@@ -81,7 +81,7 @@ def test_a_store_outage_releases_the_claim_for_later(client, settings, s3_storag
     settings.S3_ENDPOINT_URL = "http://127.0.0.1:9"
     settings.S3_TIMEOUT = 1
     with pytest.raises(StorageUnavailable):
-        optimiser.optimize_next()
+        optimizer.optimize_next()
     row = Image.objects.get(id=meta["id"])
     assert not row.optimized
     assert row.lease_until is None
@@ -92,7 +92,7 @@ def test_quick_effort_while_the_backlog_lags(client, settings):
     upload(client, 1)
     Image.objects.update(received_at=timezone.now() - timedelta(minutes=5))
     settings.IMAGES_OPTIMIZE_LAG_BOUND = 60
-    assert optimiser.optimize_next() == "optimized"
+    assert optimizer.optimize_next() == "optimized"
     metrics = client.get("/metrics").content.decode()
     assert 'images_optimized_total{effort="quick",result="optimized"} 1.0' in metrics
 
@@ -105,7 +105,7 @@ def test_metrics_show_the_backlog_and_its_lag(client):
     assert "images_optimize_backlog 3.0" in metrics
     lag = next(line for line in metrics.splitlines() if line.startswith("images_optimize_lag"))
     assert 3500 < float(lag.split()[1]) < 3700
-    optimiser.optimize_pending(batch=10)
+    optimizer.optimize_pending(batch=10)
     metrics = client.get("/metrics").content.decode()
     assert "images_optimize_backlog 0.0" in metrics
     assert "images_optimize_lag_seconds 0.0" in metrics
@@ -114,7 +114,7 @@ def test_metrics_show_the_backlog_and_its_lag(client):
 def test_coap_and_http_promise_a_long_life_only_once_bytes_are_final(client):
     meta = upload(client, 1)
     assert "immutable" not in client.get(meta["href"])["Cache-Control"]
-    optimiser.optimize_pending()
+    optimizer.optimize_pending()
     assert "immutable" in client.get(meta["href"])["Cache-Control"]
 
 

@@ -1,4 +1,4 @@
-"""The one-box channel (:class:`images.channels.LocalChannel`) under load, on real sockets.
+"""The one-box channel (:class:`images.live.channels.LocalChannel`) under load, on real sockets.
 
 A listener's queue is bounded (for datagrams, ``net.unix.max_dgram_qlen``:
 10 by default; for its connections, their send buffers): these tests
@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from images.channels import LocalChannel
+from images.live.channels import LocalChannel
 
 
 class Recorder:
-    """A listener (images.channels.Listener) that reads slowly, or not at all until let go."""
+    """A listener (images.live.channels.Listener) that reads slowly, or not at all until let go."""
 
     def __init__(self, *, pause: float = 0.0) -> None:
         self.pause = pause

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from aiocoap import error
 
-from images.blobcache import BlobCache
 from images.coap.blockwise import Block1Assembler, BlockwiseTuple, block2_slice
 from images.errors import ImageTooLarge
+from images.storage.cache import BlobCache
 
 
 class Clock:

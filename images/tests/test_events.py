@@ -18,7 +18,8 @@ import pytest
 from django.test import Client
 
 from conftest import png_bytes
-from images import events, live
+from images import live
+from images.http import sse
 from images.models import Token
 from images.tokens import token_issue, token_revoke
 
@@ -32,7 +33,7 @@ def _events_heard_in_their_own_test():
     Otherwise an upload at a test's end could reach the next test's streams.
     """
     yield
-    time.sleep(events.Hub.PACE_SECONDS * 4)
+    time.sleep(live.Hub.PACE_SECONDS * 4)
 
 
 def upload(client: Client, device: str, timestamp: str, seed: int = 0, **headers) -> dict:
@@ -126,7 +127,7 @@ def test_idle_streams_get_keep_alive_comments(client, settings):
     settings.IMAGES_EVENTS_KEEPALIVE = 1
     stream = open_stream(client, "/events")
     try:
-        assert stream.next_chunk(timeout=3) == live.KEEPALIVE
+        assert stream.next_chunk(timeout=3) == sse.KEEPALIVE
     finally:
         stream.close()
 
@@ -146,7 +147,7 @@ def test_last_event_id_replays_what_came_after_then_continues_live(client):
 
 
 def test_a_long_replay_stops_at_its_limit_and_the_client_resumes(client, monkeypatch):
-    monkeypatch.setattr(live, "REPLAY_LIMIT", 2)
+    monkeypatch.setattr(live.watch, "REPLAY_LIMIT", 2)
     ids = [upload(client, "cam", f"2024-01-0{n}T00:00:00Z", seed=n)["id"] for n in range(1, 6)]
     stream = open_stream(client, "/devices/cam/events", HTTP_LAST_EVENT_ID=ids[0])
     assert [stream.next_event()["id"] for _ in range(2)] == ids[1:3]
@@ -176,7 +177,7 @@ def test_an_unknown_last_event_id_starts_live_without_replay(client, settings):
         client, "/devices/cam/events", HTTP_LAST_EVENT_ID="00000000-0000-0000-0000-000000000000"
     )
     try:
-        assert stream.next_chunk(timeout=10) == live.KEEPALIVE
+        assert stream.next_chunk(timeout=10) == sse.KEEPALIVE
     finally:
         stream.close()
 

@@ -1,6 +1,6 @@
-"""The hub's fan-out and an asyncio watcher's keep-alive (images.events), in one process.
+"""The hub's fan-out and an asyncio watcher's keep-alive (images.live), in one process.
 
-A fresh :class:`~images.events.Hub` is handed encoded events as a channel
+A fresh :class:`~images.live.Hub` is handed encoded events as a channel
 hands them (``deliver``); its subscriptions are the real ones, waited on
 from threads or from an event loop. No channel and no database: those are
 covered, for real, by test_channels.py, test_events.py and test_live_serve.py.
@@ -13,8 +13,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from images import events
-from images.events import REVOKED, Event, Hub, Subscription
+from images import live
+from images.live import REVOKED, Event, Hub, Subscription
 
 
 @pytest.fixture
@@ -30,7 +30,7 @@ def hub() -> Iterator[Hub]:
 
 def image(device: str, number: int) -> Event:
     return Event(
-        events.IMAGE, f"id-{device}-{number}", device, f"2026-12-05T00:00:0{number}Z", b"{}"
+        live.IMAGE, f"id-{device}-{number}", device, f"2026-12-05T00:00:0{number}Z", b"{}"
     )
 
 
@@ -40,7 +40,7 @@ def received(subscription: Subscription) -> list[str]:
     while True:
         try:
             taken = subscription.next_blocking(0)
-        except events.Closed as closed:
+        except live.Closed as closed:
             return [*ids, f"closed: {closed}"]
         if taken is None:
             return ids
@@ -78,9 +78,9 @@ def test_each_watcher_gets_its_share_of_a_batch_in_order_and_a_revocation_ends_i
 
 def test_a_watcher_that_falls_too_far_behind_is_closed(hub):
     slow = hub.subscribe(Subscription(device_id="cam"))
-    for start in range(0, events.QUEUE_LIMIT + 1, 100):
+    for start in range(0, live.QUEUE_LIMIT + 1, 100):
         hub.deliver([image("cam", n).encode() for n in range(start, start + 100)])
-    with pytest.raises(events.Closed, match="behind"):
+    with pytest.raises(live.Closed, match="behind"):
         slow.next_blocking(0)
 
 

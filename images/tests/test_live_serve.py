@@ -33,7 +33,7 @@ from conftest import (
     query_database,
     start_serve,
 )
-from images import channels
+from images.live import channels
 
 WAIT = 20.0  # seconds a test waits for an event before failing (no timing asserted)
 

@@ -9,7 +9,7 @@ from django.core.cache import cache
 from PIL import Image as PILImage
 
 from conftest import png_bytes
-from images.thumbnails import thumbnail_make
+from images.compression.thumbnail import thumbnail_make
 
 WEBP, JPEG = "image/webp", "image/jpeg"
 

@@ -13,9 +13,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from images import objectstore
 from images.errors import StorageUnavailable
-from images.storage_admin import storage_check
+from images.storage import objects
+from images.storage.maintenance import storage_check
 
 
 class Command(BaseCommand):
@@ -36,7 +36,7 @@ class Command(BaseCommand):
             for problem in storage_check(grace=timedelta(seconds=options["grace"])):
                 problems += 1
                 if options["repair"] and problem.orphan:
-                    objectstore.object_delete(problem.location)
+                    objects.object_delete(problem.location)
                     repaired += 1
                     self.stdout.write(f"{problem}: deleted")
                 else:

@@ -14,8 +14,8 @@ from typing import Any, BinaryIO
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from rest_framework.exceptions import ValidationError
 
-from images import archive
 from images.errors import DomainError
+from images.lifecycle import tarball
 from images.models import Image
 from images.serializers import ImageListQuerySerializer, validated
 
@@ -39,9 +39,9 @@ class Command(BaseCommand):
             raise CommandError(f"bad --from/--to: {exc.detail}") from None
         start, end = query.get("start"), query.get("end")
         if options["device"] is not None:
-            images = archive.device_images_all(options["device"], start, end)
+            images = tarball.device_images_all(options["device"], start, end)
         else:
-            images = archive.all_images(start, end)
+            images = tarball.all_images(start, end)
         counted = _Counted(images)
         try:
             if options["file"] == "-":
@@ -57,7 +57,7 @@ class Command(BaseCommand):
 
 
 def _write(images: Iterator[Image], target: BinaryIO) -> None:
-    for piece in archive.export_stream(images):
+    for piece in tarball.export_stream(images):
         target.write(piece)
 
 

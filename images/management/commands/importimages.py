@@ -17,7 +17,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from images.archive import ArchiveUnreadable, import_archive
+from images.lifecycle.tarball import ArchiveUnreadable, import_archive
 
 
 class Command(BaseCommand):

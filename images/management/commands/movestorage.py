@@ -2,7 +2,7 @@
 
 Safe while the service runs and safe to interrupt: each image is copied,
 checked (sha256, read back) and then switched over on its own (see
-:mod:`images.storage_admin`). Run it again to finish an interrupted move or
+:mod:`images.storage.maintenance`). Run it again to finish an interrupted move or
 to take the images uploaded meanwhile; then set ``IMAGES_STORAGE`` to the
 same URL so that new images go there too.
 """
@@ -14,8 +14,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from images.errors import StorageUnavailable
-from images.objectstore import Bucket
-from images.storage_admin import image_move, images_to_move
+from images.storage.maintenance import image_move, images_to_move
+from images.storage.objects import Bucket
 
 
 class Command(BaseCommand):

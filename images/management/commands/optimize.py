@@ -1,7 +1,7 @@
 """``optimize``: the full lossless pass for images stored by a fast one.
 
 With IMAGES_OPTIMIZE=deferred, ingest stores the checked image and marks it
-waiting; this command finishes the job (:mod:`images.optimiser`). ``serve``
+waiting; this command finishes the job (:mod:`images.lifecycle.optimizer`). ``serve``
 runs it with ``--watch`` at a lower CPU priority, so it takes what ingest
 leaves idle; any number of them may run, on any number of machines sharing
 the database, and each waiting image is finished by exactly one.
@@ -23,7 +23,7 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.db import DatabaseError, close_old_connections
 
 from images.errors import Unavailable
-from images.optimiser import optimize_next, rearchive_next
+from images.lifecycle.optimizer import optimize_next, rearchive_next
 
 logger = logging.getLogger(__name__)
 _LONGEST_WAIT_SECONDS = 60.0

@@ -19,7 +19,7 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.db import DatabaseError, close_old_connections
 
 from images.errors import Unavailable
-from images.retention import images_prune, retention_enabled
+from images.lifecycle.retention import images_prune, retention_enabled
 
 logger = logging.getLogger(__name__)
 

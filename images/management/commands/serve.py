@@ -25,7 +25,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from images.retention import retention_enabled
+from images.lifecycle.retention import retention_enabled
 
 ROOT = Path(__file__).resolve().parents[3]
 _RESTART_PAUSE_SECONDS = 5.0

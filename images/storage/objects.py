@@ -23,8 +23,8 @@ from urllib.parse import urlsplit
 from django.conf import settings
 
 from images import sources
-from images.blobcache import BlobCache
 from images.errors import StorageUnavailable
+from images.storage.cache import BlobCache
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")

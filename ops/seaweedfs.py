@@ -7,7 +7,7 @@ them is chosen here (the defaults would collide between runs), and what is
 not needed (telemetry, Iceberg, Lance) is off. No credentials are configured,
 so any key pair signs requests.
 
-    python -m ops.objectstore DIR      # serve a store in DIR until Ctrl-C
+    python -m ops.seaweedfs DIR      # serve a store in DIR until Ctrl-C
 
 prints the environment the service needs to use it.
 """

@@ -1,17 +1,15 @@
-"""What was stored, told to every process of every instance (API.md §13).
+"""The process's fan-out: one channel listener, every watcher's subscription (API.md §13).
 
-When an image is stored, :func:`image_stored` publishes an :class:`Event`
-on the channel every instance listens to (:mod:`images.channels`: the
-database's own ``LISTEN``/``NOTIFY`` on PostgreSQL, local sockets on one
-SQLite box, Redis pub/sub where configured). Each process that has
-watchers runs one listener thread, the :class:`Hub`, which hands each event
-to the :class:`Subscription` of every watcher it concerns: an event stream
-(SSE) or the CoAP resource that notifies observers.
+Each process that has watchers runs one listener thread, the :class:`Hub`,
+which reads the channel (:mod:`images.live.channels`) and hands each
+:class:`~images.live.events.Event` to the :class:`Subscription` of every
+watcher it concerns: an event stream or the CoAP resource that notifies
+observers.
 
 Every subscription is bounded: a watcher that falls more than
 ``QUEUE_LIMIT`` events behind is closed rather than buffered without end;
 it reconnects and replays what it missed from the database
-(:mod:`images.live`). So is a gap: when the listener loses its channel
+(:mod:`images.live.watch`). So is a gap: when the listener loses its channel
 (the database restarted), every subscription is closed, for the same
 reason. Revoking a token closes the streams it opened.
 """
@@ -20,97 +18,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from math import inf as INFINITY
 from typing import Any
 
-from django.db import transaction
-
-from images.models import Image
+from images.live import channels
+from images.live.events import REVOKED, Event
 
 log = logging.getLogger(__name__)
 
-IMAGE = "image"
-REVOKED = "revoked"
 # How many undelivered events one watcher may hold before it is closed.
 QUEUE_LIMIT = 256
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One thing that happened: an image stored (its metadata) or tokens revoked."""
-
-    kind: str
-    image_id: str = ""
-    device_id: str = ""
-    # The image's timestamp (ISO 8601): which image is a device's latest.
-    timestamp: str = ""
-    # The image's metadata as JSON, exactly as GET /collections/images/{id} answers.
-    metadata: bytes = b""
-    token_ids: tuple[int, ...] = ()
-
-    def encode(self) -> bytes:
-        if self.kind == REVOKED:
-            return json.dumps({"k": REVOKED, "tokens": list(self.token_ids)}).encode()
-        head = json.dumps(
-            {"k": IMAGE, "id": self.image_id, "d": self.device_id, "t": self.timestamp}
-        )
-        # The metadata travels as it will be sent, never parsed again on the way.
-        return head.encode() + b"\n" + self.metadata
-
-    @classmethod
-    def decode(cls, payload: bytes) -> Event:
-        head, _, metadata = payload.partition(b"\n")
-        fields = json.loads(head)
-        if fields["k"] == REVOKED:
-            return cls(REVOKED, token_ids=tuple(int(key) for key in fields["tokens"]))
-        return cls(IMAGE, fields["id"], fields["d"], fields["t"], metadata)
-
-
-def image_event(image: Image) -> Event:
-    # Imported here: the serializers import the HTTP stack, which the
-    # channels' listener threads do not need.
-    from rest_framework.renderers import JSONRenderer
-
-    from images.serializers import image_metadata
-
-    return Event(
-        IMAGE,
-        str(image.id),
-        image.device_id,
-        image.timestamp.isoformat(),
-        JSONRenderer().render(image_metadata(image)),
-    )
-
-
-def image_stored(image: Image) -> None:
-    """Tell every instance that ``image`` was stored, once (and only if) it commits."""
-    event = image_event(image)
-    transaction.on_commit(lambda: _publish(event))
-
-
-def tokens_revoked(token_ids: Iterable[int]) -> None:
-    """Close the event streams these tokens opened, in every instance."""
-    ids = tuple(token_ids)
-    if ids:
-        transaction.on_commit(lambda: _publish(Event(REVOKED, token_ids=ids)))
-
-
-def _publish(event: Event) -> None:
-    from images import channels
-
-    try:
-        channels.current().publish(event.encode())
-    except Exception:
-        # The image is stored; a watcher that missed it finds it on its next
-        # reconnect (Last-Event-ID replays from the database).
-        log.warning("could not publish an event", exc_info=True)
 
 
 class Closed(Exception):
@@ -304,7 +226,7 @@ class Hub:
         with self._lock:
             return sum(len(watchers) for watchers in self._watchers.values())
 
-    # --- What the channel's listen loop calls (images.channels.Listener) ---
+    # --- What the channel's listen loop calls (images.live.channels.Listener) ---
 
     def listening(self) -> None:
         self._ready.set()
@@ -315,8 +237,6 @@ class Hub:
             return since is not None and time.monotonic() - since > self.LINGER_SECONDS
 
     def _listen(self) -> None:
-        from images import channels
-
         while True:
             try:
                 channels.current().listen(self)

@@ -19,9 +19,10 @@ from datetime import datetime, timedelta
 from django.db.models import Q
 from django.utils import timezone
 
-from images import objectstore, storage
+from images import storage
 from images.errors import StorageUnavailable
 from images.models import Image
+from images.storage import objects
 
 _BATCH = 200
 
@@ -54,7 +55,7 @@ def images_to_move(destination: str) -> Iterator[Image]:
     """The images whose bytes are not at ``destination`` ("db" or ``s3://...``) yet."""
     if destination == "db":
         return _rows(~Q(location=""))
-    bucket = objectstore.Bucket.parse(destination)
+    bucket = objects.Bucket.parse(destination)
     return _rows(~Q(location__startswith=bucket.location(bucket.prefix)))
 
 
@@ -78,18 +79,18 @@ def image_move(image: Image, destination: str) -> bool:
         if moved and storage.held_bytes(_reloaded(image)) != held:
             raise StorageUnavailable(f"image {image.id}: the copy in the database differs")
     else:
-        bucket = objectstore.Bucket.parse(destination)
+        bucket = objects.Bucket.parse(destination)
         held_sha256 = hashlib.sha256(held).hexdigest()
         location = bucket.location(bucket.key_for(image.id, held_sha256))
-        objectstore.object_put(location, held, image.content_type, held_sha256)
-        if b"".join(objectstore.object_pieces(location, 0, len(held) - 1)) != held:
-            objectstore.object_delete(location)
+        objects.object_put(location, held, image.content_type, held_sha256)
+        if b"".join(objects.object_pieces(location, 0, len(held) - 1)) != held:
+            objects.object_delete(location)
             raise StorageUnavailable(f"image {image.id}: the copy in {destination} differs")
         moved = bool(current.update(location=location, data=b""))
         if not moved:
-            objectstore.object_delete(location)
+            objects.object_delete(location)
     if moved and image.location:
-        objectstore.object_delete(image.location)
+        objects.object_delete(image.location)
     return moved
 
 
@@ -121,17 +122,17 @@ def storage_check(*, grace: timedelta) -> Iterator[Problem]:
     flight (object first, row next), so it is not judged.
     """
     places: set[tuple[str, str]] = set()
-    target = objectstore.target()
+    target = objects.target()
     if target is not None:
         places.add((target.name, target.prefix))
     for image in _rows(Q()):
         if image.location:
-            bucket, key = objectstore.split_location(image.location)
+            bucket, key = objects.split_location(image.location)
             places.add((bucket, key[: key.rfind(str(image.id))]))
         try:
             found = _sha256_of(storage.image_pieces(image))
         except StorageUnavailable as exc:
-            if not objectstore.object_exists(image.location):
+            if not objects.object_exists(image.location):
                 yield Problem(str(image.id), "its object is missing", image.location)
                 continue
             raise exc
@@ -143,7 +144,7 @@ def storage_check(*, grace: timedelta) -> Iterator[Problem]:
 
 
 def _objects_without_rows(bucket: str, prefix: str, cutoff: datetime) -> Iterator[Problem]:
-    for key, modified in objectstore.object_keys(bucket, prefix):
+    for key, modified in objects.object_keys(bucket, prefix):
         location = f"s3://{bucket}/{key}"
         if modified > cutoff or Image.objects.filter(location=location).exists():
             continue

@@ -1,4 +1,4 @@
-"""The live views of API.md §13: a device's latest image, and event streams.
+"""The live views of API.md §13: a device's latest image, and watches.
 
 Front ends translate; the rules are here:
 
@@ -6,10 +6,10 @@ Front ends translate; the rules are here:
 - :func:`watch_open`: who may watch what (:func:`images.access.may_watch`),
   and the :class:`Watch` a stream serves: its subscription first, then the
   replay after ``Last-Event-ID`` from the database, then live events,
-  without repeating one the replay already sent.
-- :func:`sse_stream` / :func:`sse_stream_async`: that watch as a
-  ``text/event-stream`` (the WHATWG HTML "server-sent events" format),
-  for a thread (the development server) or an event loop (``serve``).
+  without repeating one the replay already sent. A watch yields
+  :class:`~images.live.events.Event` objects; how they go on the wire is
+  the front end's business (:mod:`images.http.sse` frames them as
+  ``text/event-stream``).
 
 A replay sends at most ``REPLAY_LIMIT`` images, then ends the stream: the
 client reconnects with the last id it got and continues from there, so no
@@ -19,23 +19,19 @@ stream holds an unbounded backlog.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import close_old_connections
 from django.db.models import Q
 
-from images import access, events
+from images import access
 from images.access import Principal
 from images.errors import Forbidden, ImageNotFound, Unauthenticated
+from images.live.events import Event, image_event
+from images.live.hub import Subscription, hub
 from images.models import Image
 
 REPLAY_LIMIT = 1000
-# How long a browser waits before reconnecting (the stream's ``retry:`` field).
-RECONNECT_MS = 2000
-MEDIA_TYPE = "text/event-stream"
 
 
 def image_latest(device_id: str) -> Image:
@@ -70,29 +66,29 @@ class Watch:
     device_id: str | None
     last_event_id: str = ""
     token_id: int | None = None
-    subscription: events.Subscription | None = None
+    subscription: Subscription | None = None
     # Ids the replay sent: a live event for one of them is not sent again.
     replayed: set[str] = field(default_factory=set)
     # The replay stopped at REPLAY_LIMIT: end the stream after it.
     truncated: bool = False
 
     def subscribe(self, loop: object = None) -> None:
-        """Subscribe; the replay that follows must wait for :meth:`events.Hub.wait_listening`."""
-        self.subscription = events.hub().subscribe(
-            events.Subscription(device_id=self.device_id, token_id=self.token_id, loop=loop)  # type: ignore[arg-type]
+        """Subscribe; the replay that follows waits for :meth:`.hub.Hub.wait_listening`."""
+        self.subscription = hub().subscribe(
+            Subscription(device_id=self.device_id, token_id=self.token_id, loop=loop)  # type: ignore[arg-type]
         )
 
     def unsubscribe(self) -> None:
         if self.subscription is not None:
-            events.hub().unsubscribe(self.subscription)
+            hub().unsubscribe(self.subscription)
             self.subscription = None
 
-    def replay(self) -> list[bytes]:
-        """The events stored after ``last_event_id`` (none without one), as SSE chunks.
+    def replay(self) -> list[Event]:
+        """The events stored after ``last_event_id`` (none without one), oldest first.
 
         Blocks until the hub hears the channel (at most a few seconds).
         """
-        events.hub().wait_listening()
+        hub().wait_listening()
         after = _replay_start(self.last_event_id)
         if after is None:
             return []
@@ -104,18 +100,15 @@ class Watch:
         )
         images = list(rows[: REPLAY_LIMIT + 1])
         self.truncated = len(images) > REPLAY_LIMIT
-        chunks = []
-        for image in images[:REPLAY_LIMIT]:
-            event = events.image_event(image)
-            self.replayed.add(event.image_id)
-            chunks.append(sse_event(event))
-        return chunks
+        replayed = [image_event(image) for image in images[:REPLAY_LIMIT]]
+        self.replayed.update(event.image_id for event in replayed)
+        return replayed
 
-    def live_chunk(self, taken: list[events.Event]) -> bytes:
-        """The events as one chunk (one write), without those the replay sent."""
+    def fresh(self, taken: list[Event]) -> list[Event]:
+        """The live events ``taken``, without those the replay sent."""
         if self.replayed:
-            taken = [event for event in taken if event.image_id not in self.replayed]
-        return b"".join(map(sse_event, taken))
+            return [event for event in taken if event.image_id not in self.replayed]
+        return taken
 
 
 def _replay_start(last_event_id: str) -> Image | None:
@@ -156,79 +149,3 @@ def listener_origin(host: str) -> str | None:
         return None
     name = host if host.endswith("]") else host.rsplit(":", 1)[0]
     return f"http://{name}:{settings.IMAGES_EVENTS_PORT}"
-
-
-def sse_event(event: events.Event) -> bytes:
-    # The metadata is compact JSON: one line, as a ``data:`` field needs.
-    return b"event: image\nid: " + event.image_id.encode() + b"\ndata: " + event.metadata + b"\n\n"
-
-
-def sse_preamble() -> bytes:
-    """The first bytes of every stream: the reconnection delay, and a comment.
-
-    Sent at once, so that the client (and any proxy) sees the stream is open.
-    """
-    return f"retry: {RECONNECT_MS}\n: images events\n\n".encode()
-
-
-KEEPALIVE = b": keep-alive\n\n"
-
-
-def sse_stream(watch: Watch) -> Iterator[bytes]:
-    """The stream for a thread: blocks between events; a comment every keep-alive interval.
-
-    Its first bytes are sent once the process hears the channel: a client
-    that has them gets every image stored from then on.
-    """
-    watch.subscribe()
-    try:
-        replayed = watch.replay()
-        close_old_connections()
-        yield sse_preamble()
-        yield from replayed
-        if watch.truncated:
-            return
-        assert watch.subscription is not None
-        while True:
-            try:
-                taken = watch.subscription.next_blocking(settings.IMAGES_EVENTS_KEEPALIVE)
-            except events.Closed:
-                return
-            if taken is None:
-                yield KEEPALIVE
-            elif chunk := watch.live_chunk(taken):
-                yield chunk
-    finally:
-        watch.unsubscribe()
-
-
-async def sse_stream_async(watch: Watch, loop: object) -> AsyncIterator[bytes]:
-    """The stream for an event loop: holds no thread between events (first bytes as above)."""
-    watch.subscribe(loop)
-    try:
-        replayed = await sync_to_async(_replay_in_worker, thread_sensitive=False)(watch)
-        yield sse_preamble()
-        for chunk in replayed:
-            yield chunk
-        if watch.truncated:
-            return
-        assert watch.subscription is not None
-        while True:
-            try:
-                taken = await watch.subscription.next(settings.IMAGES_EVENTS_KEEPALIVE)
-            except events.Closed:
-                return
-            if taken is None:
-                yield KEEPALIVE
-            elif chunk := watch.live_chunk(taken):
-                yield chunk
-    finally:
-        watch.unsubscribe()
-
-
-def _replay_in_worker(watch: Watch) -> list[bytes]:
-    close_old_connections()
-    try:
-        return watch.replay()
-    finally:
-        close_old_connections()

@@ -16,7 +16,7 @@ its object. Replacing bytes writes a new object under a new key, switches
 the row, then deletes the old object. Deleting removes the row, then the
 object once the deletion has committed.
 
-The object store itself (buckets, keys, boto3) is :mod:`images.objectstore`.
+The object store itself (buckets, keys, boto3) is :mod:`images.storage.objects`.
 """
 
 from __future__ import annotations
@@ -28,11 +28,12 @@ from typing import Any
 from django.db import connection, transaction
 from django.db.models import BinaryField, Func, Value
 
-from images import pgbinary, sources
-from images.blobcache import BlobCache
+from images import sources
 from images.errors import StorageUnavailable
 from images.models import Image
-from images.objectstore import (
+from images.storage import pgbinary
+from images.storage.cache import BlobCache
+from images.storage.objects import (
     KEY_HASH_DIGITS,
     Bucket,
     object_bytes,
@@ -136,7 +137,7 @@ def _insert_with_bytes(image: Image, data: sources.Source) -> None:
     """INSERT ``image`` holding ``data``; a large image's bytes are written apart.
 
     SQLite: into a ``zeroblob()`` placeholder, in pieces. PostgreSQL: by
-    COPY, in pieces, in the same transaction (see :mod:`images.pgbinary`).
+    COPY, in pieces, in the same transaction (see :mod:`images.storage.pgbinary`).
     Afterwards ``image.data`` is deferred.
     """
     size = sources.size(data)
