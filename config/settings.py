@@ -170,7 +170,7 @@ if IMAGES_AUTH not in ("open", "token"):
 # and per client address; "off" for none. On by default in token mode only.
 IMAGES_RATE_DEVICE = env_rate("IMAGES_RATE_DEVICE", "120/60" if IMAGES_AUTH == "token" else "off")
 IMAGES_RATE_CLIENT = env_rate("IMAGES_RATE_CLIENT", "600/60" if IMAGES_AUTH == "token" else "off")
-# "inline": full lossless optimisation before the upload is answered.
+# "inline": full lossless optimization before the upload is answered.
 # "deferred": a fast pass before, the full one by `manage.py optimize --watch`
 # (which `serve` runs): ingest is several times faster; the bytes, sha256 and
 # ETag of an image change once, when its full pass is done.
@@ -179,11 +179,12 @@ if IMAGES_OPTIMIZE not in ("inline", "deferred"):
     raise ImproperlyConfigured("IMAGES_OPTIMIZE must be 'inline' or 'deferred'")
 # Seconds a worker holds a claimed image before another may take it over
 # (a worker that died); how often one image may be tried before it is kept
-# as received; the backlog age past which the optimiser trades ratio for speed.
+# as received; the backlog age past which the optimizer trades ratio for speed.
 IMAGES_OPTIMIZE_LEASE = env_int("IMAGES_OPTIMIZE_LEASE", 300)
 # Hold JPEGs (and MPOs) at rest as JPEG XL, served back bit for bit (API.md
-# §12); off: JPEGs get mozjpeg's lossless optimisation, as before.
-IMAGES_ARCHIVE_JPEG = env_bool("IMAGES_ARCHIVE_JPEG", True)
+# §12); off: JPEGs get mozjpeg's lossless optimization, as before.
+# IMAGES_ARCHIVE_JPEG is this setting's former name, still read (deprecated).
+IMAGES_COMPACT_JPEG = env_bool("IMAGES_COMPACT_JPEG", env_bool("IMAGES_ARCHIVE_JPEG", True))
 IMAGES_OPTIMIZE_ATTEMPTS = env_int("IMAGES_OPTIMIZE_ATTEMPTS", 3)
 IMAGES_OPTIMIZE_LAG_BOUND = env_int("IMAGES_OPTIMIZE_LAG_BOUND", 60)
 

@@ -28,11 +28,11 @@ class Image(models.Model):
     original_sha256 = models.CharField(max_length=64)
     received_at = models.DateTimeField(default=timezone.now)
     # When the stored bytes last changed (Last-Modified): at ingest, and again
-    # when deferred optimisation replaces them (IMAGES_OPTIMIZE=deferred).
+    # when deferred optimization replaces them (IMAGES_OPTIMIZE=deferred).
     modified_at = models.DateTimeField(default=timezone.now)
     # False while a better encoding may still replace the stored bytes.
     optimized = models.BooleanField(default=True)
-    # The optimiser's claim on a waiting image (images.lifecycle.optimizer): until when
+    # The optimizer's claim on a waiting image (images.lifecycle.optimizer): until when
     # the worker that claimed it holds it, and how many claims it has had.
     lease_until = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
@@ -56,7 +56,7 @@ class Image(models.Model):
             )
         ]
         indexes = [
-            # The deferred optimiser's queue: small, since rows leave it.
+            # The deferred optimizer's queue: small, since rows leave it.
             models.Index(
                 fields=["received_at"],
                 condition=models.Q(optimized=False),

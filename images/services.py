@@ -1,6 +1,6 @@
 """Writes: ingest and delete. Every front end (HTTP, CoAP) calls these.
 
-Where the bytes go is :mod:`images.storage`'s business; the optimiser that
+Where the bytes go is :mod:`images.storage`'s business; the optimizer that
 finishes deferred images is :mod:`images.lifecycle.optimizer`.
 """
 
@@ -79,20 +79,20 @@ def image_ingest(*, device_id: str, timestamp: datetime, data: sources.Source) -
 
 def _stored_form(
     data: sources.Source, limits: compression.Limits, *, deferred: bool
-) -> tuple[compression.Compressed, compression.Archived | None]:
+) -> tuple[compression.Compressed, compression.Compacted | None]:
     """What to serve and what to hold at rest for an upload (API.md §2, §12).
 
-    Deferred: checked and kept as received (the optimiser does the rest).
+    Deferred: checked and kept as received (the optimizer does the rest).
     Inline: a JPEG is served as received and held as JPEG XL when that
     rebuilds it bit for bit and is smaller; anything else, or a JPEG the
-    archiver refuses, is optimised as always.
+    encoder refuses, is optimized as always.
     """
     if deferred:
         return compression.compress(data, limits, fast=True), None
-    archivable = settings.IMAGES_ARCHIVE_JPEG
-    if archivable and compression.probe(data, limits).content_type == "image/jpeg":
+    compactable = settings.IMAGES_COMPACT_JPEG
+    if compactable and compression.probe(data, limits).content_type == "image/jpeg":
         checked = compression.compress(data, limits, fast=True)  # every frame decodes
-        at_rest = compression.archive(sources.read_all(data), checked.content_type)
+        at_rest = compression.compact(sources.read_all(data), checked.content_type)
         if at_rest is not None:
             return checked, at_rest
     return compression.compress(data, limits), None
@@ -106,13 +106,13 @@ def image_import(
     expected_sha256: str | None = None,
     original_size: int | None = None,
 ) -> IngestResult:
-    """Store an image exactly as exported elsewhere: checked, not optimised again (API.md §11).
+    """Store an image exactly as exported elsewhere: checked, not optimized again (API.md §11).
 
     Its bytes must decode, be a format served as it is (PNG, JPEG, GIF,
     WebP) and, when ``expected_sha256`` is given, have that hash. Idempotent
     like :func:`image_ingest`: the same bytes again are ``created=False``,
     other bytes :class:`ImageConflict`. The stored bytes are final
-    (``optimized``): another pass would change the sha256 the archive names.
+    (``optimized``): another pass would change the sha256 its export names.
     """
     limits = limits_current()
     size = sources.size(data)
@@ -144,7 +144,7 @@ def image_import(
 
 
 def _saved(
-    image: Image, data: sources.Source, *, sha256: str, at_rest: compression.Archived | None = None
+    image: Image, data: sources.Source, *, sha256: str, at_rest: compression.Compacted | None = None
 ) -> IngestResult:
     """Store a new image; one stored meanwhile at its key (a race) answers as a retry would."""
     try:
@@ -204,7 +204,7 @@ def images_delete(
     The rows go in one short transaction; their bytes (objects) and cached
     thumbnails once it commits. ``DELETE ... RETURNING`` (SQLite 3.35+,
     PostgreSQL) names exactly the rows deleted and where their bytes were at
-    that moment, so an image replaced by the optimiser meanwhile loses its
+    that moment, so an image replaced by the optimizer meanwhile loses its
     current object, not a former one.
     """
     if not ids:

@@ -3,7 +3,7 @@
 A raw upload is spooled to a temporary file by the HTTP parser, so that a
 30 MB image is not held in a worker's memory while it is checked, hashed and
 written to the database (each of which reads it in pieces). Everything that
-needs the whole image at once (Pillow decoding, the optimisers) calls
+needs the whole image at once (Pillow decoding, the optimizers) calls
 :func:`read_all`.
 """
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterable, Iterator
+from typing import Any, Protocol
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -23,7 +23,6 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
-from prometheus_client.core import GaugeMetricFamily
 
 REQUESTS = Counter("http_requests_total", "HTTP requests answered", ["method", "route", "status"])
 LATENCY = Histogram(
@@ -38,37 +37,26 @@ SAVED_BYTES = Counter("image_compression_saved_bytes_total", "Bytes saved by los
 UPLOADS = Counter("image_uploads_total", "Uploads by outcome", ["outcome"])
 OPTIMIZED = Counter(
     "images_optimized_total",
-    "Images the optimiser finished, by result (optimized, kept, failed, gone) and effort",
+    "Images the optimizer finished, by result (optimized, kept, failed, gone) and effort",
     ["result", "effort"],
 )
 
 
-class BacklogCollector:
-    """``images_optimize_backlog`` and ``images_optimize_lag_seconds``, read from the database.
+class Collector(Protocol):
+    """What prometheus_client's registries take: figures read when ``/metrics`` is."""
 
-    The backlog is shared by every worker of every instance, so it is
-    counted where it lives when ``/metrics`` is read (one scan of a small
-    partial index), not added up from what each process saw.
-    """
+    def collect(self) -> Iterable[Any]: ...
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        from django.db import DatabaseError
-        from django.utils import timezone
 
-        from images.lifecycle.optimizer import backlog_status  # the core; imports this module
+# Figures that live elsewhere (the optimizer's backlog, in the database),
+# registered by their owner: this module imports nothing of the service's.
+_collectors: list[Collector] = []
 
-        try:
-            backlog = backlog_status()
-        except DatabaseError:
-            return  # /healthz says so; the other metrics still answer
-        yield GaugeMetricFamily(
-            "images_optimize_backlog", "Images waiting for the optimiser", value=backlog.waiting
-        )
-        yield GaugeMetricFamily(
-            "images_optimize_lag_seconds",
-            "Age of the oldest image waiting for the optimiser",
-            value=backlog.lag_seconds(timezone.now()),
-        )
+
+def register_collector(collector: Collector) -> None:
+    """Export ``collector``'s figures with every ``/metrics`` answer (once per process)."""
+    if collector not in _collectors:
+        _collectors.append(collector)
 
 
 @functools.cache
@@ -96,7 +84,8 @@ def render() -> tuple[bytes, str]:
     else:
         registry = CollectorRegistry()
         registry.register(_OwnMetrics())
-    registry.register(BacklogCollector())
+    for collector in _collectors:
+        registry.register(collector)
     return generate_latest(registry), CONTENT_TYPE_LATEST
 
 

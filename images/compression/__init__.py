@@ -8,17 +8,17 @@ What is stored, by received format:
 
 - PNG (and APNG): oxipng with every reduction off, so colour type, bit depth,
   palette and metadata chunks stay as received (:mod:`.png`).
-- JPEG: mozjpeg's lossless optimisation (Huffman tables, progressive scans)
+- JPEG: mozjpeg's lossless optimization (Huffman tables, progressive scans)
   of the unchanged DCT coefficients, copying every marker (ICC, EXIF, XMP),
   in a child process because it can exit() on corrupt input (:mod:`.mozjpeg`).
   A multi-picture file (MPO) or one with bytes after its EOI is kept as is,
-  because the optimiser would drop everything after the first picture
+  because the optimizer would drop everything after the first picture
   (:mod:`.jpeg`).
 - BMP and uncompressed single-page TIFF in a mode PNG can hold: PNG.
 - GIF and WebP: as received. The stack has no re-encoder for them that is
   known to be lossless for every frame, disposal and blend, so we do not try.
 
-Whatever an optimiser produces is decoded again and must match the received
+Whatever an optimizer produces is decoded again and must match the received
 image frame by frame (:mod:`.verify`), and must be strictly smaller;
 otherwise the received bytes are stored. So the stored image is never larger
 than the received one. Probing and limits are in :mod:`.probing`.
@@ -33,18 +33,18 @@ import oxipng
 from images import sources
 from images.compression import mozjpeg, png
 from images.compression.jpeg import jpeg_length
-from images.compression.jxl import Archived, jpeg_archive
+from images.compression.jxl import Compacted, jpeg_compact
 from images.compression.pngcheck import png_data_complete
 from images.compression.probing import ImageInfo, Limits, probe
 from images.compression.verify import fingerprint, pixels_equal
 from images.errors import DomainError
 
 __all__ = [
-    "Archived",
+    "Compacted",
     "Compressed",
     "ImageInfo",
     "Limits",
-    "archive",
+    "compact",
     "compress",
     "extension_for",
     "pixels_equal",
@@ -93,12 +93,12 @@ def compress(
     decoded, or for a still PNG its encoding checked by
     :func:`images.compression.pngcheck.png_data_complete`), BMP/TIFF still
     become PNG (at oxipng's quickest level) so that the stored format never
-    changes later, and PNG and JPEG optimisation is left to the background.
+    changes later, and PNG and JPEG optimization is left to the background.
     That keeps the request's CPU and memory to one decode at most.
 
     ``quick`` is for the background pass while it lags behind: PNG output
     gets one row filter and a lighter deflate (:data:`.png.QUICK`); JPEG is
-    optimised as always (mozjpeg-lossless-optimization offers no cheaper
+    optimized as always (mozjpeg-lossless-optimization offers no cheaper
     setting). Measured
     with ``bench/compress.py`` over ../shared/corpus (CPU time of the whole
     call, mozjpeg's child included; stored / received bytes):
@@ -137,13 +137,13 @@ def compress(
     # candidate must match.
     reference = fingerprint(data, limits)
     stored, content_type, method = data, info.content_type, "original"
-    candidate = _optimised(data, info, limits, fast=fast, quick=quick)
+    candidate = _optimized(data, info, limits, fast=fast, quick=quick)
     if candidate is not None and len(candidate[0]) < len(data):
         try:
             if fingerprint(candidate[0], limits) == reference:
                 stored, content_type, method = candidate
         except DomainError:
-            pass  # an optimiser produced something undecodable: keep the original
+            pass  # an optimizer produced something undecodable: keep the original
     return Compressed(
         data=stored,
         content_type=content_type,
@@ -160,7 +160,7 @@ def extension_for(content_type: str) -> str:
     return _EXTENSIONS.get(content_type.split(";")[0].strip().lower(), "bin")
 
 
-def _optimised(
+def _optimized(
     data: bytes, info: ImageInfo, limits: Limits, *, fast: bool, quick: bool
 ) -> tuple[bytes, str, str] | None:
     """An unverified candidate (bytes, content type, method) for ``data``, or None."""
@@ -172,24 +172,24 @@ def _optimised(
         if fast:
             return None  # PNG and JPEG are left to the background pass
         if info.format == "PNG":
-            candidate = png.optimise(data, options)
+            candidate = png.optimize(data, options)
             return None if candidate is None else (candidate, "image/png", "oxipng")
         if info.format == "JPEG" and info.frames == 1 and jpeg_length(data) == len(data):
-            candidate = mozjpeg.optimise(data)
+            candidate = mozjpeg.optimize(data)
             return None if candidate is None else (candidate, "image/jpeg", "mozjpeg")
     except (oxipng.PngError, DomainError):
-        pass  # an optimiser or Pillow refused this input: the original is stored
+        pass  # an optimizer or Pillow refused this input: the original is stored
     return None
 
 
-def archive(data: bytes, content_type: str) -> Archived | None:
+def compact(data: bytes, content_type: str) -> Compacted | None:
     """A denser form to hold at rest from which ``data`` is rebuilt bit for bit, or ``None``.
 
     JPEG (and MPO) only: JPEG XL with JPEG reconstruction data
-    (:func:`images.compression.jxl.jpeg_archive`, which rebuilds and compares
+    (:func:`images.compression.jxl.jpeg_compact`, which rebuilds and compares
     the sha256 before answering). ``None`` for other formats, for what the
     encoder refuses, and when it would not be smaller.
     """
     if content_type != "image/jpeg":
         return None
-    return jpeg_archive(data)
+    return jpeg_compact(data)

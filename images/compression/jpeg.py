@@ -1,9 +1,9 @@
 """The marker structure of a JPEG file (ITU-T T.81 §B.1.1): where its first picture ends.
 
-mozjpeg's optimiser re-encodes the first picture only and drops whatever
+mozjpeg's optimizer re-encodes the first picture only and drops whatever
 follows its EOI: the other pictures of a multi-picture file (MPO), or bytes
 a camera appended (a video, a thumbnail). Such a file is stored as received,
-so the optimiser is offered only JPEGs that end where their picture ends.
+so the optimizer is offered only JPEGs that end where their picture ends.
 """
 
 from __future__ import annotations

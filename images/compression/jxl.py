@@ -1,4 +1,4 @@
-"""Byte-exact archival of JPEG files as JPEG XL (API.md §12): bytes in, bytes out.
+"""Byte-exact compaction of JPEG files as JPEG XL (API.md §12): bytes in, bytes out.
 
 libjxl transcodes a JPEG's DCT coefficients losslessly and keeps what it
 needs to write the very same file again in a "jbrd" (JPEG bitstream
@@ -19,7 +19,7 @@ Two forms are kept at rest:
   MPO of 30,277 bytes: 24,814 whole, 21,889 in parts), and an appended
   video would go through Brotli for nothing.
 
-Every archive is rebuilt with :func:`jpeg_restore` and its sha256 compared
+Every compacted form is rebuilt with :func:`jpeg_restore` and its sha256 compared
 with the input's before it is returned: the encoder is never trusted.
 
 The parts container (version 1), all integers unsigned big-endian::
@@ -40,10 +40,10 @@ byte in a raw part or in a JPEG XL payload that still decodes) an error
 instead of different bytes. A file of 4 GiB or more cannot be held, which
 the service's byte limit (API.md §9) rules out long before.
 
-Measured with ``bench/archive.py`` (libjxl 0.11.2, imagecodecs 2026.3.6)
+Measured with ``bench/compact.py`` (libjxl 0.11.2, imagecodecs 2026.3.6)
 over the 6 JPEGs of ../shared/corpus (1.31 MB): at rest 0.830 of the
-received bytes, where mozjpeg's optimisation (today's path) keeps 0.947;
-CPU per MB of JPEG: encoding 119 ms, the whole :func:`jpeg_archive` call
+received bytes, where mozjpeg's optimization (today's path) keeps 0.947;
+CPU per MB of JPEG: encoding 119 ms, the whole :func:`jpeg_compact` call
 (with its verifying rebuild) 160 ms, rebuilding 39 ms. With the corpus's
 17 PNGs stored as today, the whole corpus goes from 0.881 to 0.849.
 """
@@ -64,9 +64,9 @@ FORM_PARTS = "jxl-parts"
 
 # libjxl holds about 34 bytes per pixel of a 4:4:4 picture while it transcodes
 # it, 23 for 4:2:0, more for a JPEG dense in detail (51 for q100 noise).
-# Peak RSS (VmHWM) of a child archiving one generated JPEG with no cap, the
+# Peak RSS (VmHWM) of a child compacting one generated JPEG with no cap, the
 # child holding 38-82 MB (interpreter, codec, the JPEG) before it starts
-# (``bench/archive.py --memory``):
+# (``bench/compact.py --memory``):
 #
 #   JPEG                          bytes          peak RSS
 #   10 MP 4:2:0 / 4:4:4 q90      2.3 /  4.2 MB   275 /  383 MB
@@ -80,12 +80,12 @@ FORM_PARTS = "jxl-parts"
 # limit) peaks at 1.04 GB; as the first picture of a 46 MB MPO, 1.08 GB; a
 # Django worker adds ~50 MB of its own: over 25 % headroom. 40 MP would not
 # fit. Pixels (from the frame header), not coefficients, are counted, so the
-# bound holds for every subsampling; larger pictures are not archived.
+# bound holds for every subsampling; larger pictures are not compacted.
 MAX_PIXELS = 20_000_000
 
 # imagecodecs' ``numthreads`` sizes libjxl's thread pool (None means 1, see
 # imagecodecs/_jpegxl.pyx). Transcoding a JPEG is mostly serial in libjxl. On
-# 2 cores (shared with other work, load ~3.5; ``bench/archive.py --threads``,
+# 2 cores (shared with other work, load ~3.5; ``bench/compact.py --threads``,
 # four runs), 2 threads saved no wall time on the corpus JPEGs and took up to
 # 20 % more CPU; on generated 20 MP JPEGs they saved 10-35 % of wall time
 # (4:4:4: 1.56-1.70 s -> 0.99-1.42 s) for about the same CPU (1.39-1.54 s at
@@ -103,39 +103,39 @@ _MAX_SIZE = 2**32 - 1
 
 
 @dataclass(frozen=True)
-class Archived:
+class Compacted:
     """What is kept at rest for a JPEG: :func:`jpeg_restore` rebuilds the JPEG from it."""
 
     data: bytes
     form: str  # FORM_JXL or FORM_PARTS
 
 
-def jpeg_archive(data: bytes, *, max_pixels: int = MAX_PIXELS) -> Archived | None:
+def jpeg_compact(data: bytes, *, max_pixels: int = MAX_PIXELS) -> Compacted | None:
     """A form strictly smaller than ``data`` from which ``data`` is rebuilt bit for bit, or None.
 
     None when ``data`` is not a complete JPEG, libjxl refuses every picture
     in it (CMYK, arithmetic coding, 12-bit samples, a damaged stream...), a
     picture is larger than ``max_pixels`` (from its frame header: a single
-    picture, or every picture of a multi-picture file), the archive would
+    picture, or every picture of a multi-picture file), the compacted form would
     not be smaller, or rebuilding it does not give the same sha256. In a
     multi-picture file, a picture that cannot be transcoded is kept as it
     is while the others are. Never raises: whatever goes wrong, today's
     path (API.md §12) takes the file.
     """
     try:
-        archived = _archived(data, max_pixels)
-        if archived is None or len(archived.data) >= len(data):
+        compacted = _compacted(data, max_pixels)
+        if compacted is None or len(compacted.data) >= len(data):
             return None
-        rebuilt = jpeg_restore(archived.data, archived.form)
+        rebuilt = jpeg_restore(compacted.data, compacted.form)
     except (ValueError, MemoryError):
         return None  # MemoryError: copies of a large file, in a worker short of memory
     if hashlib.sha256(rebuilt).digest() != hashlib.sha256(data).digest():
         return None
-    return archived
+    return compacted
 
 
 def jpeg_restore(data: bytes, form: str) -> bytes:
-    """The JPEG file that :func:`jpeg_archive` archived as ``data`` in ``form``.
+    """The JPEG file that :func:`jpeg_compact` compacted as ``data`` in ``form``.
 
     Raises ValueError for an unknown form, a damaged container, or a JPEG XL
     file that libjxl cannot turn back into a JPEG (truncated, not JPEG XL,
@@ -154,18 +154,18 @@ def jpeg_restore(data: bytes, form: str) -> bytes:
         if len(rebuilt) != size or zlib.crc32(rebuilt) != crc:
             raise ValueError("jxl-parts: the rebuilt file does not match its size and CRC-32")
         return rebuilt
-    raise ValueError(f"unknown archive form {form!r}")
+    raise ValueError(f"unknown compacted form {form!r}")
 
 
-def _archived(data: bytes, max_pixels: int) -> Archived | None:
-    """The unverified archive of ``data``: one JPEG XL file, or the parts container."""
+def _compacted(data: bytes, max_pixels: int) -> Compacted | None:
+    """The unverified compacted form of ``data``: one JPEG XL file, or the parts container."""
     spans = mpo.pictures(data)
     if not spans:
         return None
     if spans == [(0, len(data))]:
         jxl = _transcoded(data, max_pixels)
-        return None if jxl is None else Archived(jxl, FORM_JXL)
-    return _archived_parts(data, spans, max_pixels)
+        return None if jxl is None else Compacted(jxl, FORM_JXL)
+    return _compacted_parts(data, spans, max_pixels)
 
 
 def _transcoded(picture: bytes, max_pixels: int) -> bytes | None:
@@ -178,11 +178,13 @@ def _transcoded(picture: bytes, max_pixels: int) -> bytes | None:
     except Exception:
         # libjxl reports a refused file as JpegxlError, imagecodecs adds
         # ValueError and MemoryError; whatever it raises, the picture is
-        # simply not archived.
+        # simply not compacted.
         return None
 
 
-def _archived_parts(data: bytes, spans: list[tuple[int, int]], max_pixels: int) -> Archived | None:
+def _compacted_parts(
+    data: bytes, spans: list[tuple[int, int]], max_pixels: int
+) -> Compacted | None:
     """``data`` in the parts container, each picture in ``spans`` transcoded if that is smaller."""
     if len(data) > _MAX_SIZE:
         return None
@@ -203,7 +205,7 @@ def _archived_parts(data: bytes, spans: list[tuple[int, int]], max_pixels: int) 
         parts.append((_RAW, data[done:]))
     body = b"".join(_PART.pack(kind, len(payload)) + payload for kind, payload in parts)
     header = _HEADER.pack(_MAGIC, _VERSION, len(data), zlib.crc32(data))
-    return Archived(header + body, FORM_PARTS)
+    return Compacted(header + body, FORM_PARTS)
 
 
 def _parts(data: bytes) -> tuple[int, int, list[tuple[int, memoryview]]]:

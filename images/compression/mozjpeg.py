@@ -1,4 +1,4 @@
-"""mozjpeg's lossless JPEG optimisation, in child processes that serve one image after another.
+"""mozjpeg's lossless JPEG optimization, in child processes that serve one image after another.
 
 mozjpeg-lossless-optimization (1.3.2) gives only its decoder a recoverable
 error handler: an encoder error, such as "DCT coefficient out of range" from a
@@ -15,7 +15,7 @@ start-up is paid once per process (and again after a crash), and the image
 costs 34 ms: mozjpeg plus the pipe copies (``bench/compress.py
 --jpeg-child``; 41 ms for the whole ``compress()``, both decodes included).
 
-Each child serves one thread at a time. Threads that optimise at once take
+Each child serves one thread at a time. Threads that optimize at once take
 an idle child or start one, up to :data:`_POOL_SIZE` children; more wait.
 """
 
@@ -37,14 +37,14 @@ _HEADER_BYTES = 8  # both ways: the big-endian length of the JPEG that follows
 _PIPE_PIECE = 1 << 20
 
 
-def optimise(data: bytes, *, timeout: float = _TIMEOUT_SECONDS) -> bytes | None:
-    """mozjpeg's lossless optimisation of ``data``, copying every marker; None if it fails.
+def optimize(data: bytes, *, timeout: float = _TIMEOUT_SECONDS) -> bytes | None:
+    """mozjpeg's lossless optimization of ``data``, copying every marker; None if it fails.
 
     Never raises for bad input and never takes longer than about ``timeout``
     seconds (plus starting a child): a child that mozjpeg ends, or that is
-    still busy at the deadline, costs only this image's optimisation.
+    still busy at the deadline, costs only this image's optimization.
     """
-    return _POOL.optimise(data, timeout)
+    return _POOL.optimize(data, timeout)
 
 
 def child_pids() -> list[int]:
@@ -80,7 +80,7 @@ class _Child:
     def alive(self) -> bool:
         return self._process.poll() is None
 
-    def optimise(self, data: bytes, timeout: float) -> bytes:
+    def optimize(self, data: bytes, timeout: float) -> bytes:
         """The child's answer for ``data`` (b"" when mozjpeg refused it); raises _ChildFailed."""
         deadline = time.monotonic() + timeout
         outgoing = [memoryview(len(data).to_bytes(_HEADER_BYTES, "big")), memoryview(data)]
@@ -159,7 +159,7 @@ class _Pool:
         self._slots = threading.BoundedSemaphore(self._size)
         self._idle: list[_Child] = []
 
-    def optimise(self, data: bytes, timeout: float) -> bytes | None:
+    def optimize(self, data: bytes, timeout: float) -> bytes | None:
         with self._slots:
             try:
                 child = self._take()
@@ -167,7 +167,7 @@ class _Pool:
                 return None  # no child could be started (no memory, no processes left)
             answer = None
             try:
-                answer = child.optimise(data, timeout)
+                answer = child.optimize(data, timeout)
             except _ChildFailed:
                 pass
             finally:

@@ -1,8 +1,8 @@
-"""The child end of :mod:`images.compression.mozjpeg`: optimise the JPEGs read from stdin.
+"""The child end of :mod:`images.compression.mozjpeg`: optimize the JPEGs read from stdin.
 
 Run as a script (``python -P mozjpeg_child.py``), never imported. A request is
 an 8-byte big-endian length and that many bytes of JPEG; the answer is an
-8-byte length and mozjpeg's lossless optimisation of it, every marker copied,
+8-byte length and mozjpeg's lossless optimization of it, every marker copied,
 or length 0 when mozjpeg's decoder refuses it. The end of stdin ends the
 process. When mozjpeg's encoder meets data it cannot write it calls exit(),
 which ends this process in the middle of a request: the parent sees its pipe
@@ -34,11 +34,11 @@ def answer(data: bytes, answers: BinaryIO) -> None:
     # A function of its own, so that neither image outlives the request: an
     # idle child holds no memory for the last one.
     try:
-        optimised = mozjpeg.optimize(data, copy=mozjpeg.COPY_MARKERS.ALL)
+        optimized = mozjpeg.optimize(data, copy=mozjpeg.COPY_MARKERS.ALL)
     except ValueError:  # its decoder's error: the input is not a JPEG it can read
-        optimised = b""
-    answers.write(len(optimised).to_bytes(_HEADER_BYTES, "big"))
-    answers.write(optimised)
+        optimized = b""
+    answers.write(len(optimized).to_bytes(_HEADER_BYTES, "big"))
+    answers.write(optimized)
     answers.flush()
 
 

@@ -55,13 +55,13 @@ LOSSLESS = {
 }
 # The request path (fast=True) converting BMP/TIFF: oxipng's quickest level.
 CHECK = {**LOSSLESS, "level": 0}
-# The background optimiser while its backlog lags (quick=True).
+# The background optimizer while its backlog lags (quick=True).
 QUICK = {
     **LOSSLESS,
     "filter": (oxipng.RowFilter.MinSum,),
     "deflate": oxipng.Deflaters.libdeflater(10),
 }
-# The background optimiser otherwise, and inline mode. oxipng judges each
+# The background optimizer otherwise, and inline mode. oxipng judges each
 # filter with a quick deflate (libdeflater 7) and compresses the best once.
 FULL = {
     **LOSSLESS,
@@ -73,7 +73,7 @@ FULL = {
 _PNG_MODES = frozenset({"1", "L", "LA", "P", "RGB", "RGBA", "I;16"})
 
 
-def optimise(data: bytes, options: dict[str, object]) -> bytes | None:
+def optimize(data: bytes, options: dict[str, object]) -> bytes | None:
     """oxipng's recompression of the PNG ``data`` with ``options``; None if it changed the header.
 
     Raises ``oxipng.PngError`` when oxipng cannot read ``data``.

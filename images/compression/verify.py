@@ -1,4 +1,4 @@
-"""Whether two encodings are the same image: the check every optimiser's output must pass.
+"""Whether two encodings are the same image: the check every optimizer's output must pass.
 
 "Same" is API.md §9 "Lossless": Pillow decodes both to the same size, and in
 every frame the same mode, palette, transparency, duration and pixel values,

@@ -43,7 +43,7 @@ def cache_headers(image: Image, *, immutable: bool) -> dict[str, str]:
     """
     visibility = cache_visibility()
     if immutable and image.optimized:
-        # An id's bytes never change once optimised (deferred optimisation
+        # An id's bytes never change once optimized (deferred optimization
         # replaces them once, before that).
         cache_control = f"{visibility}, max-age=31536000, immutable"
     else:

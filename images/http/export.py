@@ -1,7 +1,7 @@
 """``GET /devices/{deviceId}/export?from=&to=``: a device's images as one tar stream (API.md §11).
 
 Served outside DRF's request cycle, like downloads: the answer is a stream
-of bytes in constant memory (:func:`images.archive.export_stream`), not a
+of bytes in constant memory (:func:`images.lifecycle.tarball.tarball_stream`), not a
 negotiated representation. Errors are the contract's, from
 :func:`images.http.errors.response_for_exception`.
 """
@@ -50,7 +50,7 @@ class DeviceExportView(APIView):
         "reader token or the device's own.",
         parameters=[ImageRangeSerializer],
         responses={
-            (200, "application/x-tar"): OpenApiResponse(openapi.BINARY, "The archive."),
+            (200, "application/x-tar"): OpenApiResponse(openapi.BINARY, "The tarball."),
             **openapi.errors(400, 401, 403, 404),
         },
     )
@@ -68,11 +68,11 @@ def device_export(request: HttpRequest, device_id: str) -> HttpResponse:
         query = validated(ImageListQuerySerializer, request.GET)
         images = tarball.device_images_all(device_id, query.get("start"), query.get("end"))
         # The first page is read now, so that an unknown device is a 404
-        # rather than an archive that breaks off.
+        # rather than a tarball that breaks off.
         first = list(itertools.islice(images, 1))
     except Exception as exc:  # noqa: BLE001 - every error becomes a contract error
         return response_for_exception(request, exc)
-    body = tarball.export_stream(itertools.chain(first, images))
+    body = tarball.tarball_stream(itertools.chain(first, images))
     response = StreamingHttpResponse(
         iter(()) if request.method == "HEAD" else body, content_type="application/x-tar"
     )
@@ -80,7 +80,7 @@ def device_export(request: HttpRequest, device_id: str) -> HttpResponse:
     response["Content-Disposition"] = (
         f"attachment; filename=\"{safe_name(name)}\"; filename*=UTF-8''{quote(name, safe='')}"
     )
-    # The archive grows as the device sends images: always revalidate.
+    # The tarball grows as the device sends images: always revalidate.
     response["Cache-Control"] = f"{access.cache_visibility()}, no-cache"
     response["X-Content-Type-Options"] = "nosniff"
     return response

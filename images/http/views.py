@@ -242,7 +242,7 @@ class ImageItemView(DownloadFastPath):
         ],
         responses=openapi.download_responses(
             "The stored image. Its pixels never change; its bytes change once, when deferred"
-            " optimisation finishes (Cache-Control says immutable only after that)."
+            " optimization finishes (Cache-Control says immutable only after that)."
         ),
     )
     def get(self, request: HttpRequest, image_id: uuid.UUID) -> HttpResponse:

@@ -1,4 +1,4 @@
-"""The optimiser's backlog: images stored by the fast pass, waiting for the full one (API.md §10).
+"""The optimizer's backlog: images stored by the fast pass, waiting for the full one (API.md §10).
 
 Any number of workers, on any number of machines, may share one database.
 A worker *claims* the oldest waiting image by writing a lease on its row
@@ -27,13 +27,15 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import Count, F, Min, Q
 from django.utils import timezone
+from prometheus_client.core import GaugeMetricFamily
 
 from images import compression, sources, storage
 from images.errors import DomainError, Unavailable
@@ -67,6 +69,29 @@ def backlog_status() -> Backlog:
         waiting=Count("id"), oldest=Min("received_at")
     )
     return Backlog(row["waiting"], row["oldest"])
+
+
+class BacklogCollector:
+    """``images_optimize_backlog`` and ``images_optimize_lag_seconds``, read from the database.
+
+    The backlog is shared by every worker of every instance, so it is
+    counted where it lives when ``/metrics`` is read (one scan of a small
+    partial index), not added up from what each process saw.
+    """
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        try:
+            backlog = backlog_status()
+        except DatabaseError:
+            return  # /healthz says so; the other metrics still answer
+        yield GaugeMetricFamily(
+            "images_optimize_backlog", "Images waiting for the optimizer", value=backlog.waiting
+        )
+        yield GaugeMetricFamily(
+            "images_optimize_lag_seconds",
+            "Age of the oldest image waiting for the optimizer",
+            value=backlog.lag_seconds(timezone.now()),
+        )
 
 
 def backlog_claim(*, now: datetime | None = None) -> Claim | None:
@@ -107,7 +132,7 @@ def backlog_claim(*, now: datetime | None = None) -> Claim | None:
 def image_optimize(claim: Claim, *, quick: bool = False) -> str:
     """Give one claimed image its final bytes; return the result.
 
-    "archived": a JPEG (or MPO) is held as JPEG XL from which it is rebuilt
+    "compacted": a JPEG (or MPO) is held as JPEG XL from which it is rebuilt
     bit for bit (API.md §12); "optimized": its bytes were replaced by a
     smaller lossless encoding; "kept": nothing smaller was found (or the
     image has used up its attempts), so the bytes stay as stored. The row is updated only if it
@@ -124,12 +149,12 @@ def image_optimize(claim: Claim, *, quick: bool = False) -> str:
         _finish(image, done)
         return "kept"
     data = storage.image_bytes(image)
-    if settings.IMAGES_ARCHIVE_JPEG and not image.at_rest_form:
-        at_rest = compression.archive(data, image.content_type)
+    if settings.IMAGES_COMPACT_JPEG and not image.at_rest_form:
+        at_rest = compression.compact(data, image.content_type)
         if at_rest is not None:
             # The served bytes stay the upload's own (same sha256 and ETag).
             replaced = storage.image_replace(image, at_rest.data, at_rest_form=at_rest.form, **done)
-            return "archived" if replaced else "gone"
+            return "compacted" if replaced else "gone"
     try:
         stored = compression.compress(data, _limits(), quick=quick)
     except DomainError:
@@ -184,7 +209,7 @@ def optimize_next() -> str | None:
         if _is_outage():
             raise
         logger.exception(
-            "image %s: optimisation failed (attempt %d)", claim.image_id, claim.attempts
+            "image %s: optimization failed (attempt %d)", claim.image_id, claim.attempts
         )
         _release(claim)
         result = "failed"
@@ -217,15 +242,15 @@ def optimize_pending(*, batch: int = 10) -> int:
     return taken
 
 
-def rearchive_next(*, after: uuid.UUID | None = None) -> tuple[uuid.UUID, str] | None:
-    """Hold the next finished JPEG (by id, after ``after``) that is not yet archived as JPEG XL.
+def compact_next(*, after: uuid.UUID | None = None) -> tuple[uuid.UUID, str] | None:
+    """Hold the next finished JPEG (by id, after ``after``) that is not yet compacted as JPEG XL.
 
-    For images stored before archival existed (``optimize --rearchive``):
+    For images stored before compaction existed (``optimize --compact``):
     their served bytes stay exactly as they are (same sha256 and ETag), only
     what is held at rest changes, and only after the rebuild is checked.
-    Resumable: archived images are skipped, so an interrupted run goes on
-    where it stopped. Returns the image's id and the result ("archived",
-    "kept": not archivable or not smaller, "gone"), or ``None`` when done.
+    Resumable: compacted images are skipped, so an interrupted run goes on
+    where it stopped. Returns the image's id and the result ("compacted",
+    "kept": not compactable or not smaller, "gone"), or ``None`` when done.
     """
     waiting = Image.objects.defer("data").filter(
         content_type="image/jpeg", at_rest_form="", optimized=True
@@ -235,8 +260,8 @@ def rearchive_next(*, after: uuid.UUID | None = None) -> tuple[uuid.UUID, str] |
     image = waiting.order_by("id").first()
     if image is None:
         return None
-    at_rest = compression.archive(storage.image_bytes(image), image.content_type)
+    at_rest = compression.compact(storage.image_bytes(image), image.content_type)
     if at_rest is None:
         return image.id, "kept"
     replaced = storage.image_replace(image, at_rest.data, at_rest_form=at_rest.form)
-    return image.id, "archived" if replaced else "gone"
+    return image.id, "compacted" if replaced else "gone"

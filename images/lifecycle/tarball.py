@@ -10,7 +10,7 @@ metadata member arrives.
 
 Import keeps each image's ``deviceId``, ``timestamp`` and bytes (so its
 ``sha256``): the bytes are checked (they must decode as the image they
-claim to be) but not optimised again. It is idempotent: an image already
+claim to be) but not optimized again. It is idempotent: an image already
 there with the same bytes is skipped, one with other bytes is a conflict,
 reported and left alone. Each image commits on its own, so an interrupted
 import loses nothing it had stored, and running it again finishes the job.
@@ -112,7 +112,7 @@ class _PiecesFile(io.RawIOBase):
         return count
 
 
-def export_stream(images: Iterator[Image]) -> Iterator[bytes]:
+def tarball_stream(images: Iterator[Image]) -> Iterator[bytes]:
     """The tar archive of ``images``, as it is written.
 
     Its memory does not grow with the number of images: tarfile's list of
@@ -160,17 +160,17 @@ class ImportReport:
     problems: list[tuple[str, str]] = field(default_factory=list)
 
 
-class ArchiveUnreadable(Exception):
+class TarballUnreadable(Exception):
     """The file is not a tar archive, or it ends before its last member does."""
 
 
-def import_archive(
+def tarball_import(
     stream: IO[bytes], *, progress: Callable[[str, str], None] | None = None
 ) -> ImportReport:
     """Store every image of an export read from ``stream``; see the module docstring.
 
     ``progress(member name, outcome)`` is called for each image as it is
-    done. Raises :class:`ArchiveUnreadable` (after storing every image that
+    done. Raises :class:`TarballUnreadable` (after storing every image that
     came before) for a file that is not a tar archive or is cut short.
     """
     report = ImportReport()
@@ -206,9 +206,9 @@ def import_archive(
         if uncompressed and not tail.ended_with_zero_blocks():
             # tarfile takes a stream that stops at a member boundary for the
             # end; a whole archive ends with two zero blocks (POSIX ustar).
-            raise ArchiveUnreadable("not a complete tar archive: it ends before its end marker")
+            raise TarballUnreadable("not a complete tar archive: it ends before its end marker")
     except (tarfile.TarError, EOFError, OSError) as exc:
-        raise ArchiveUnreadable(f"not a complete tar archive: {exc}") from None
+        raise TarballUnreadable(f"not a complete tar archive: {exc}") from None
     finally:
         for leftover in images.values():
             leftover.close()
@@ -220,7 +220,7 @@ def import_archive(
 
 
 class _Tail(io.RawIOBase):
-    """A reader that remembers the last bytes of its stream, to see how the archive ended."""
+    """A reader that remembers the last bytes of its stream, to see how the tarball ended."""
 
     _KEEP = 2 * tarfile.BLOCKSIZE
 

@@ -1,4 +1,4 @@
-"""Where an image's bytes are, and the optimiser's lease on it (API.md §10).
+"""Where an image's bytes are, and the optimizer's lease on it (API.md §10).
 
 On SQLite the blob must stay the row's last column: a column stored after it
 is reached only by walking the blob's overflow pages, which would make every

@@ -51,7 +51,7 @@ __all__ = ["Bucket", "split_location", "target"]
 WHOLE_READ_BYTES = 1 << 20
 PIECE_BYTES = 1 << 20
 # Rebuilt images (API.md §12) per process: readers fetch recent images most,
-# and a rebuild costs about 40 ms per MB (bench/archive.py).
+# and a rebuild costs about 40 ms per MB (bench/compact.py).
 _rebuilt = BlobCache(64 * 1024 * 1024)
 
 
@@ -62,7 +62,7 @@ def image_save(image: Image, data: sources.Source, *, at_rest: Any = None) -> No
     """INSERT ``image`` and what it holds at rest, atomically as far as readers can see.
 
     What is held is ``data`` (the served bytes), or ``at_rest`` (an
-    :class:`images.compression.jxl.Archived` from which ``data`` is rebuilt).
+    :class:`images.compression.jxl.Compacted` from which ``data`` is rebuilt).
     In the database: the row holds it (written in pieces when large). In a
     bucket: the object first, then the row; if the row does not commit (a
     race lost to the unique constraint, any error), the object is deleted
@@ -182,7 +182,7 @@ def _rowid(key: Any) -> int:
 
 
 def image_bytes(image: Image) -> bytes:
-    """The whole served image (for images that fit in memory: thumbnails, the optimiser).
+    """The whole served image (for images that fit in memory: thumbnails, the optimizer).
 
     An image held in another form at rest is rebuilt (bit for bit: the
     rebuild was checked against its sha256 before the original was let go),
@@ -191,7 +191,7 @@ def image_bytes(image: Image) -> bytes:
     if image.at_rest_form:
         data = _rebuilt.get(image.sha256)
         if data is None:
-            from images.compression.jxl import jpeg_restore  # only archived images need it
+            from images.compression.jxl import jpeg_restore  # only compacted images need it
 
             data = jpeg_restore(held_bytes(image), image.at_rest_form)
             _rebuilt.put(image.sha256, data)
@@ -255,7 +255,7 @@ def _held_pieces(image: Image, first: int, last: int) -> Iterator[bytes]:
 
 def _blob_pieces(blob: Any, first: int, last: int) -> Iterator[bytes]:
     # SQLite's incremental blob I/O reads only the pages asked for; the
-    # handle fails if the row changes meanwhile (the optimiser replaced it).
+    # handle fails if the row changes meanwhile (the optimizer replaced it).
     with blob:
         blob.seek(first)
         remaining = last - first + 1

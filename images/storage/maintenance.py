@@ -62,7 +62,7 @@ def images_to_move(destination: str) -> Iterator[Image]:
 def image_move(image: Image, destination: str) -> bool:
     """Copy what one image holds to ``destination``, check it, switch the row, drop the old copy.
 
-    Before: the served bytes (rebuilt, for an archived image) must have the
+    Before: the served bytes (rebuilt, for an compacted image) must have the
     row's sha256. After: the copy is read back and must equal what was
     copied. False when the image changed or went meanwhile (nothing is
     switched; the copy is deleted). :class:`StorageUnavailable` when a check

@@ -19,7 +19,7 @@ ICC = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 
 
 def pattern(mode: str, size: tuple[int, int] = (64, 48), seed: int = 0) -> Image.Image:
-    """A compressible image with some noise, so optimisers have work to do."""
+    """A compressible image with some noise, so optimizers have work to do."""
     rng = random.Random(seed)
     width, height = size
     image = Image.new(mode, size)

@@ -1,4 +1,4 @@
-"""API.md §10: the optimiser's shared backlog: claims, leases, attempts, outages, metrics."""
+"""API.md §10: the optimizer's shared backlog: claims, leases, attempts, outages, metrics."""
 
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ def test_an_image_that_used_up_its_attempts_is_kept_as_received(client, settings
     assert optimizer.optimize_next() is None
 
 
-def test_an_image_the_optimiser_cannot_read_is_kept_as_received(client):
+def test_an_image_the_optimizer_cannot_read_is_kept_as_received(client):
     meta = upload(client, 1)
     garbage = b"\xff\xd8" + bytes(meta["storedSize"] - 2)  # a JPEG marker, then zeros
     Image.objects.filter(id=meta["id"]).update(data=garbage)
@@ -88,7 +88,7 @@ def test_a_store_outage_releases_the_claim_for_later(client, settings, s3_storag
 
 
 def test_quick_effort_while_the_backlog_lags(client, settings):
-    settings.IMAGES_ARCHIVE_JPEG = False  # the optimiser's own path, not JPEG XL
+    settings.IMAGES_COMPACT_JPEG = False  # the optimizer's own path, not JPEG XL
     upload(client, 1)
     Image.objects.update(received_at=timezone.now() - timedelta(minutes=5))
     settings.IMAGES_OPTIMIZE_LAG_BOUND = 60
@@ -119,7 +119,7 @@ def test_coap_and_http_promise_a_long_life_only_once_bytes_are_final(client):
 
 
 @pytest.mark.slow
-def test_concurrent_workers_optimise_each_image_exactly_once(tmp_path):
+def test_concurrent_workers_optimize_each_image_exactly_once(tmp_path):
     """Three ``optimize`` processes on one database share 24 waiting images."""
     server = start_runserver(tmp_path, {"IMAGES_OPTIMIZE": "deferred"})
     try:

@@ -1,4 +1,4 @@
-"""API.md §10 over CoAP: images in an S3 bucket, deferred optimisation, truthful Max-Age."""
+"""API.md §10 over CoAP: images in an S3 bucket, deferred optimization, truthful Max-Age."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def coap(server: LiveCoap) -> Iterator[Client]:
     client.close()
 
 
-def optimise(server: LiveCoap, bucket_env: dict[str, str]) -> None:
+def optimize(server: LiveCoap, bucket_env: dict[str, str]) -> None:
     env = {**os.environ, **bucket_env, "DATABASE_URL": server.database_url}
     env.pop("DJANGO_SETTINGS_MODULE", None)
     subprocess.run(
@@ -71,7 +71,7 @@ def test_max_age_is_short_until_the_bytes_are_final_then_a_year(coap, server, bu
     assert before.opt.max_age == 3600  # IMAGES_CACHE_MAX_AGE: the bytes may still change
     assert before.payload == out.getvalue()
 
-    optimise(server, bucket_env)
+    optimize(server, bucket_env)
     after = coap.request(GET, path)
     assert after.opt.max_age == YEAR
     # Held as JPEG XL now, served as sent: the same bytes and ETag (API.md §12).

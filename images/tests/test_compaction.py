@@ -55,7 +55,7 @@ def test_inline_a_jpeg_is_held_smaller_and_served_bit_for_bit(client, image_stor
     assert thumbnail.status_code == 200
 
 
-def test_deferred_the_optimiser_archives_and_the_etag_never_changes(
+def test_deferred_the_optimizer_compacts_and_the_etag_never_changes(
     client, settings, image_storage
 ):
     settings.IMAGES_OPTIMIZE = "deferred"
@@ -93,27 +93,27 @@ def test_a_cmyk_jpeg_takes_the_old_path(client):
     assert row.at_rest_size == row.stored_size <= len(out.getvalue())
 
 
-def test_rearchive_holds_older_jpegs_as_jxl_and_serves_the_same_bytes(client, settings, capsys):
-    settings.IMAGES_ARCHIVE_JPEG = False  # as before this change: mozjpeg's optimisation
+def test_compact_holds_older_jpegs_as_jxl_and_serves_the_same_bytes(client, settings, capsys):
+    settings.IMAGES_COMPACT_JPEG = False  # as before this change: mozjpeg's optimization
     hopper = (ROOT / "testdata" / "mpl__grace_hopper.jpg").read_bytes()
     first, second = upload(client, CHINA, day=1), upload(client, hopper, day=2)
     served = [body(client.get(meta["href"])) for meta in (first, second)]
     assert all(Image.objects.filter(at_rest_form="").values_list("optimized", flat=True))
-    settings.IMAGES_ARCHIVE_JPEG = True
-    call_command("optimize", nice=0, rearchive=True)
-    assert "archived 2" in capsys.readouterr().out
+    settings.IMAGES_COMPACT_JPEG = True
+    call_command("optimize", nice=0, compact=True)
+    assert "compacted 2" in capsys.readouterr().out
     assert [body(client.get(meta["href"])) for meta in (first, second)] == served
     for meta in (first, second):
         row = Image.objects.get(id=meta["id"])
         assert row.at_rest_form == "jxl"
         assert row.sha256 == meta["sha256"]
         assert row.at_rest_size < row.stored_size
-    call_command("optimize", nice=0, rearchive=True)
-    assert "rearchived: nothing" in capsys.readouterr().out
+    call_command("optimize", nice=0, compact=True)
+    assert "compacted: nothing" in capsys.readouterr().out
 
 
 @pytest.mark.django_db(transaction=True)
-def test_an_archived_image_moves_between_backends_and_stays_exact(client, settings, s3_storage):
+def test_a_compacted_image_moves_between_backends_and_stays_exact(client, settings, s3_storage):
     settings.IMAGES_STORAGE = "db"
     meta = upload(client, CHINA)
     call_command("movestorage", to=s3_storage)

@@ -31,7 +31,7 @@ def test_it_keeps_every_frame_of_an_animated_gif() -> None:
     assert [frame[4] for frame in decoded(result.data)] == [40, 50, 60, 70]
 
 
-def test_it_optimises_a_progressive_jpeg_keeping_exif_and_icc() -> None:
+def test_it_optimizes_a_progressive_jpeg_keeping_exif_and_icc() -> None:
     exif = Image.Exif()
     exif[0x010F] = "Maker"  # Make
     exif[0x0132] = "2024:08:18 02:04:07"  # DateTime

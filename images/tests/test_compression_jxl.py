@@ -1,4 +1,4 @@
-"""JPEG archived as JPEG XL (API.md §12): rebuilt bit for bit, or not archived at all.
+"""JPEG compacted as JPEG XL (API.md §12): rebuilt bit for bit, or not compacted at all.
 
 Every round trip runs the real libjxl (through imagecodecs) and is checked
 by sha256. Photos come from testdata/; everything else is made with Pillow,
@@ -19,7 +19,7 @@ from PIL import Image
 
 from conftest import ROOT
 from images.compression import mpo
-from images.compression.jxl import FORM_JXL, FORM_PARTS, jpeg_archive, jpeg_restore
+from images.compression.jxl import FORM_JXL, FORM_PARTS, jpeg_compact, jpeg_restore
 from images.tests.conftest_compression import ICC, encode, pattern
 
 TESTDATA_JPEGS = sorted((ROOT / "testdata").glob("*.jpg"))
@@ -34,14 +34,14 @@ def photo(mode: str = "RGB", size: tuple[int, int] = (256, 192), **options: obje
     return encode(pattern(mode, size, seed=7), "JPEG", quality=90, **options)
 
 
-def assert_archived(data: bytes, form: str) -> bytes:
-    """Archive ``data``, check the form, that it is smaller and rebuilds to the same sha256."""
-    archived = jpeg_archive(data)
-    assert archived is not None
-    assert archived.form == form
-    assert len(archived.data) < len(data)
-    assert sha256(jpeg_restore(archived.data, archived.form)) == sha256(data)
-    return archived.data
+def assert_compacted(data: bytes, form: str) -> bytes:
+    """Compact ``data``, check the form, that it is smaller and rebuilds to the same sha256."""
+    compacted = jpeg_compact(data)
+    assert compacted is not None
+    assert compacted.form == form
+    assert len(compacted.data) < len(data)
+    assert sha256(jpeg_restore(compacted.data, compacted.form)) == sha256(data)
+    return compacted.data
 
 
 def with_segment(data: bytes, marker: int, payload: bytes) -> bytes:
@@ -52,13 +52,13 @@ def with_segment(data: bytes, marker: int, payload: bytes) -> bytes:
 @pytest.mark.parametrize("path", TESTDATA_JPEGS, ids=lambda path: path.name)
 def test_every_testdata_jpeg_is_rebuilt_bit_for_bit(path) -> None:
     data = path.read_bytes()
-    jxl = assert_archived(data, FORM_JXL)
+    jxl = assert_compacted(data, FORM_JXL)
     assert imagecodecs.jpegxl_check(jxl)  # a plain JPEG XL file
 
 
 def test_a_baseline_jpeg_becomes_a_plain_jpeg_xl_file() -> None:
     data = photo()
-    jxl = assert_archived(data, FORM_JXL)
+    jxl = assert_compacted(data, FORM_JXL)
     # Any JPEG XL decoder shows it: the same size as the JPEG.
     assert imagecodecs.jpegxl_decode(jxl).shape == (192, 256, 3)
 
@@ -66,7 +66,7 @@ def test_a_baseline_jpeg_becomes_a_plain_jpeg_xl_file() -> None:
 def test_a_progressive_jpeg_is_rebuilt_bit_for_bit() -> None:
     data = photo(progressive=True)
     assert b"\xff\xc2" in data  # SOF2: progressive DCT
-    assert_archived(data, FORM_JXL)
+    assert_compacted(data, FORM_JXL)
 
 
 @pytest.mark.parametrize(
@@ -76,7 +76,7 @@ def test_restart_markers_are_rebuilt_bit_for_bit(option) -> None:
     data = photo(**option)
     assert b"\xff\xdd" in data  # DRI
     assert b"\xff\xd0" in data  # RST0 in the entropy-coded data
-    assert_archived(data, FORM_JXL)
+    assert_compacted(data, FORM_JXL)
 
 
 @pytest.mark.parametrize(
@@ -88,13 +88,13 @@ def test_every_subsampling_and_grayscale_are_rebuilt_bit_for_bit(mode, subsampli
     data = photo(mode, subsampling=subsampling)
     with Image.open(io.BytesIO(data)) as image:
         assert image.mode == mode
-    assert_archived(data, FORM_JXL)
+    assert_compacted(data, FORM_JXL)
 
 
 def test_an_icc_profile_is_kept() -> None:
     data = photo(icc_profile=ICC)
     assert b"ICC_PROFILE\x00" in data
-    assert_archived(data, FORM_JXL)
+    assert_compacted(data, FORM_JXL)
 
 
 def test_a_60_kb_exif_segment_is_kept() -> None:
@@ -103,30 +103,30 @@ def test_a_60_kb_exif_segment_is_kept() -> None:
     exif[0x010E] = random.Random(1).randbytes(30_000).hex()
     data = photo(size=(512, 384), exif=exif.tobytes())
     assert len(data) > 60_000
-    assert_archived(data, FORM_JXL)
+    assert_compacted(data, FORM_JXL)
 
 
 def test_a_large_unknown_app_segment_and_a_comment_are_kept() -> None:
     vendor = b"vendor\x00" + random.Random(2).randbytes(60_000)  # incompressible
     data = with_segment(photo(size=(512, 384)), 0xEF, vendor)
     data = with_segment(data, 0xFE, b"a comment " * 100)  # COM
-    assert_archived(data, FORM_JXL)
+    assert_compacted(data, FORM_JXL)
 
 
 def test_bytes_after_the_eoi_are_kept_around_the_picture() -> None:
     picture = photo()
     data = picture + b"\x00trailer appended by the camera" * 10
-    assert_archived(data, FORM_PARTS)
+    assert_compacted(data, FORM_PARTS)
 
 
-def test_cmyk_is_not_archived() -> None:
+def test_cmyk_is_not_compacted() -> None:
     data = photo("CMYK")
     with pytest.raises(RuntimeError):  # libjxl refuses 4 components
         imagecodecs.jpegxl_encode_jpeg(data)
-    assert jpeg_archive(data) is None
+    assert jpeg_compact(data) is None
 
 
-def test_an_arithmetic_coded_jpeg_is_not_archived() -> None:
+def test_an_arithmetic_coded_jpeg_is_not_compacted() -> None:
     # Pillow writes no arithmetic coding: the SOF0 of a baseline file becomes
     # SOF9 (extended sequential, arithmetic, T.81 Table B.1), which JPEG XL's
     # reconstruction cannot represent.
@@ -135,29 +135,29 @@ def test_an_arithmetic_coded_jpeg_is_not_archived() -> None:
     data = baseline[:sof] + b"\xff\xc9" + baseline[sof + 2 :]
     with pytest.raises(RuntimeError):
         imagecodecs.jpegxl_encode_jpeg(data)
-    assert jpeg_archive(data) is None
+    assert jpeg_compact(data) is None
 
 
-def test_a_12_bit_jpeg_is_not_archived() -> None:
+def test_a_12_bit_jpeg_is_not_compacted() -> None:
     samples = (np.arange(96 * 128 * 3).reshape(96, 128, 3) * 37 % 4096).astype(np.uint16)
     data = imagecodecs.jpeg8_encode(samples, bitspersample=12)  # Pillow writes only 8 bits
     assert b"\xff\xc1\x00\x11\x0c" in data  # SOF1, 17 bytes, P = 12 (T.81 §B.2.2)
     with pytest.raises(RuntimeError):
         imagecodecs.jpegxl_encode_jpeg(data)
-    assert jpeg_archive(data) is None
+    assert jpeg_compact(data) is None
 
 
 @pytest.mark.parametrize("keep", [0.5, 0.95, -2], ids=["half", "most", "no EOI"])
-def test_a_truncated_jpeg_is_not_archived(keep) -> None:
+def test_a_truncated_jpeg_is_not_compacted(keep) -> None:
     data = photo()
     cut = int(len(data) * keep) if keep > 0 else len(data) + keep
-    assert jpeg_archive(data[:cut]) is None
+    assert jpeg_compact(data[:cut]) is None
 
 
-def test_a_tiny_jpeg_that_jpeg_xl_would_not_shrink_is_not_archived() -> None:
+def test_a_tiny_jpeg_that_jpeg_xl_would_not_shrink_is_not_compacted() -> None:
     data = encode(Image.new("RGB", (8, 8), (10, 20, 30)), "JPEG")
     assert len(imagecodecs.jpegxl_encode_jpeg(data)) >= len(data)
-    assert jpeg_archive(data) is None
+    assert jpeg_compact(data) is None
 
 
 @pytest.mark.parametrize(
@@ -165,24 +165,24 @@ def test_a_tiny_jpeg_that_jpeg_xl_would_not_shrink_is_not_archived() -> None:
     [b"", b"\xff\xd8", b"\xff\xd8\xff\xd9", encode(pattern("RGB"), "PNG"), b"\xff\xd8" * 1000],
     ids=["empty", "SOI", "SOI EOI", "PNG", "SOIs"],
 )
-def test_what_is_not_a_jpeg_is_not_archived(data) -> None:
-    assert jpeg_archive(data) is None
+def test_what_is_not_a_jpeg_is_not_compacted(data) -> None:
+    assert jpeg_compact(data) is None
 
 
-def test_a_picture_over_the_pixel_cap_is_not_archived() -> None:
+def test_a_picture_over_the_pixel_cap_is_not_compacted() -> None:
     data = photo()  # 256 x 192 = 49,152 pixels, from the frame header
     assert mpo.frame_pixels(data) == 256 * 192
-    assert jpeg_archive(data, max_pixels=256 * 192 - 1) is None
-    assert jpeg_archive(data, max_pixels=256 * 192) is not None
+    assert jpeg_compact(data, max_pixels=256 * 192 - 1) is None
+    assert jpeg_compact(data, max_pixels=256 * 192) is not None
 
 
-def test_a_jpeg_whose_frame_header_gives_no_height_is_not_archived() -> None:
+def test_a_jpeg_whose_frame_header_gives_no_height_is_not_compacted() -> None:
     # Height 0: the number of lines would come in a DNL segment (T.81 §B.2.5).
     baseline = photo()
     sof = baseline.index(b"\xff\xc0")
     data = baseline[: sof + 5] + b"\x00\x00" + baseline[sof + 7 :]
     assert mpo.frame_pixels(data) is None
-    assert jpeg_archive(data) is None
+    assert jpeg_compact(data) is None
 
 
 # The container: damage is a ValueError, never different bytes or another error.
@@ -190,12 +190,12 @@ def test_a_jpeg_whose_frame_header_gives_no_height_is_not_archived() -> None:
 
 @pytest.fixture(scope="module")
 def parts() -> tuple[bytes, bytes]:
-    """A JPEG with a trailer and its jxl-parts archive: one JPEG XL part, one raw part."""
+    """A JPEG with a trailer and its jxl-parts form: one JPEG XL part, one raw part."""
     data = photo(size=(128, 96)) + b"trailer" * 20
-    archived = jpeg_archive(data)
-    assert archived is not None
-    assert archived.form == FORM_PARTS
-    return data, archived.data
+    compacted = jpeg_compact(data)
+    assert compacted is not None
+    assert compacted.form == FORM_PARTS
+    return data, compacted.data
 
 
 def test_every_truncation_of_a_parts_container_is_a_value_error(parts) -> None:
@@ -256,5 +256,5 @@ def test_damaged_plain_jpeg_xl_is_a_value_error(data) -> None:
 
 
 def test_an_unknown_form_is_a_value_error() -> None:
-    with pytest.raises(ValueError, match="unknown archive form"):
+    with pytest.raises(ValueError, match="unknown compacted form"):
         jpeg_restore(b"", "brotli")

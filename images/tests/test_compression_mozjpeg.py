@@ -75,21 +75,21 @@ def test_a_child_killed_while_idle_is_replaced() -> None:
 
 
 def test_a_child_past_the_deadline_is_killed_and_the_next_image_gets_a_new_one() -> None:
-    mozjpeg.optimise(photo_jpeg(7))
+    mozjpeg.optimize(photo_jpeg(7))
     busy = mozjpeg.child_pids()[-1]
     large = encode(pattern("RGB", (1024, 768), seed=8), "JPEG", quality=95)
-    assert mozjpeg.optimise(large, timeout=0.001) is None
+    assert mozjpeg.optimize(large, timeout=0.001) is None
     assert gone(busy)
-    optimised = mozjpeg.optimise(large)
-    assert optimised is not None
-    assert pixels_equal(large, optimised)
+    optimized = mozjpeg.optimize(large)
+    assert optimized is not None
+    assert pixels_equal(large, optimized)
 
 
-def test_threads_optimise_at_the_same_time() -> None:
+def test_threads_optimize_at_the_same_time() -> None:
     images = [photo_jpeg(seed) for seed in range(10, 18)]
-    one_by_one = [mozjpeg.optimise(data) for data in images]
+    one_by_one = [mozjpeg.optimize(data) for data in images]
     with ThreadPoolExecutor(len(images)) as pool:
-        at_once = list(pool.map(mozjpeg.optimise, images))
+        at_once = list(pool.map(mozjpeg.optimize, images))
         results = list(pool.map(compress, images))
     assert at_once == one_by_one
     assert all(at_once)
@@ -100,13 +100,13 @@ def test_threads_optimise_at_the_same_time() -> None:
 
 def test_a_forked_process_starts_children_of_its_own() -> None:
     data = photo_jpeg(20)
-    expected = mozjpeg.optimise(data)
+    expected = mozjpeg.optimize(data)
     parents = mozjpeg.child_pids()
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the forked process: report, and never return into pytest
         try:
-            own = mozjpeg.optimise(data) == expected
+            own = mozjpeg.optimize(data) == expected
             os.write(write, b"1" if own and not set(mozjpeg.child_pids()) & set(parents) else b"0")
         finally:
             os._exit(0)
@@ -115,4 +115,4 @@ def test_a_forked_process_starts_children_of_its_own() -> None:
         assert answer.read() == b"1"
     os.waitpid(pid, 0)
     assert mozjpeg.child_pids() == parents  # the parent's children were left alone
-    assert mozjpeg.optimise(data) == expected
+    assert mozjpeg.optimize(data) == expected

@@ -1,4 +1,4 @@
-"""Multi-picture JPEG (MPO, CIPA DC-007) archived picture by picture, rebuilt bit for bit.
+"""Multi-picture JPEG (MPO, CIPA DC-007) compacted picture by picture, rebuilt bit for bit.
 
 MPO files are written by Pillow, or by hand (:func:`mpo_by_hand`) where a
 case needs what Pillow does not write: big-endian MP Index, bytes between
@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from images.compression import mpo
-from images.compression.jxl import FORM_PARTS, jpeg_archive, jpeg_restore
+from images.compression.jxl import FORM_PARTS, jpeg_compact, jpeg_restore
 from images.tests.conftest_compression import encode, pattern
 
 MP_HEADER = 10  # SOI, APP2 marker and length, "MPF\0": where a hand-made MP Header starts
@@ -81,17 +81,17 @@ def kinds(container: bytes) -> list[str]:
 
 
 def assert_rebuilt(data: bytes) -> bytes:
-    archived = jpeg_archive(data)
-    assert archived is not None
-    assert archived.form == FORM_PARTS
-    assert len(archived.data) < len(data)
-    rebuilt = jpeg_restore(archived.data, archived.form)
+    compacted = jpeg_compact(data)
+    assert compacted is not None
+    assert compacted.form == FORM_PARTS
+    assert len(compacted.data) < len(data)
+    rebuilt = jpeg_restore(compacted.data, compacted.form)
     assert hashlib.sha256(rebuilt).hexdigest() == hashlib.sha256(data).hexdigest()
-    return archived.data
+    return compacted.data
 
 
 @pytest.mark.parametrize("exif", [False, True], ids=["plain", "with EXIF"])
-def test_a_pillow_mpo_is_archived_picture_by_picture(exif) -> None:
+def test_a_pillow_mpo_is_compacted_picture_by_picture(exif) -> None:
     options = {}
     if exif:
         options["exif"] = Image.Exif()
@@ -141,11 +141,11 @@ def test_a_picture_the_encoder_refuses_stays_as_it_is() -> None:
 
 def test_a_picture_over_the_pixel_cap_stays_as_it_is() -> None:
     data = pillow_mpo(photo(1, size=(256, 192)), photo(2, size=(192, 128)))
-    archived = jpeg_archive(data, max_pixels=192 * 128)
-    assert archived is not None
-    assert kinds(archived.data) == [RAW, JXL]
-    assert jpeg_restore(archived.data, archived.form) == data
-    assert jpeg_archive(data, max_pixels=100 * 100) is None  # no picture may be transcoded
+    compacted = jpeg_compact(data, max_pixels=192 * 128)
+    assert compacted is not None
+    assert kinds(compacted.data) == [RAW, JXL]
+    assert jpeg_restore(compacted.data, compacted.form) == data
+    assert jpeg_compact(data, max_pixels=100 * 100) is None  # no picture may be transcoded
 
 
 @pytest.mark.parametrize(

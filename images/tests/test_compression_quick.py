@@ -63,7 +63,7 @@ def test_quick_effort_keeps_png_icc_and_text_chunks() -> None:
     assert info(stored)["Comment"] == "compressed " * 20
 
 
-def test_quick_effort_still_optimises_jpeg_and_converts_bmp_and_tiff() -> None:
+def test_quick_effort_still_optimizes_jpeg_and_converts_bmp_and_tiff() -> None:
     assert_lossless(
         encode(pattern("RGB", (128, 96)), "JPEG", icc_profile=ICC), "mozjpeg", quick=True
     )

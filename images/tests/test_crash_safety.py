@@ -1,7 +1,7 @@
 """Crash safety: ``kill -9`` of the production server in the middle of uploads.
 
 Twenty client threads upload distinct images to ``manage.py serve`` until the
-whole process group (supervisor, granian and its workers, the optimiser,
+whole process group (supervisor, granian and its workers, the optimizer,
 mozjpeg children) is killed with SIGKILL, as an OOM killer would. Then the
 SQLite file must pass ``PRAGMA integrity_check``, and a server restarted on
 the same database must serve every upload that was answered 200/201
@@ -211,7 +211,7 @@ def upload_until_cut_off(port: int, client: int, stop: threading.Event, log: lis
         upload.meta = json.loads(body) if status in (200, 201) else None
 
 
-def damage(port: int, upload: Upload, *, may_be_reoptimised: bool) -> list[str]:
+def damage(port: int, upload: Upload, *, may_be_reoptimized: bool) -> list[str]:
     """What is wrong with an acknowledged upload as the server now serves it (nothing: [])."""
     status, headers, body = call(port, "GET", upload.meta["href"])
     if status != 200:
@@ -220,7 +220,7 @@ def damage(port: int, upload: Upload, *, may_be_reoptimised: bool) -> list[str]:
     problems = []
     if headers.get("etag") != f'"{served_sha256}"':
         problems.append("ETag is not the sha256 of the bytes")
-    if served_sha256 != upload.meta["sha256"] and not may_be_reoptimised:
+    if served_sha256 != upload.meta["sha256"] and not may_be_reoptimized:
         problems.append("bytes differ from the answer's sha256")
     if not pixels_equal(body, upload.sent):
         problems.append("pixels differ from what was sent")
@@ -271,7 +271,7 @@ def test_acknowledged_uploads_survive_a_kill_9_of_the_whole_server(tmp_path, opt
         deferred = optimize == "deferred"
         lost = []
         for upload in acknowledged_uploads:
-            problems = damage(restarted.port, upload, may_be_reoptimised=deferred)
+            problems = damage(restarted.port, upload, may_be_reoptimized=deferred)
             if problems:
                 lost.append((upload.device_id, upload.timestamp, problems))
 

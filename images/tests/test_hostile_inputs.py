@@ -1172,7 +1172,7 @@ def live_runserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
 @pytest.fixture(scope="module")
 def live_serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     tmp: Path = tmp_path_factory.mktemp("hostile-serve")
-    # Inline optimisation: the stored bytes never change under the snapshot.
+    # Inline optimization: the stored bytes never change under the snapshot.
     served: Served = start_serve(tmp, workers=1, extra_env={"IMAGES_OPTIMIZE": "inline"})
     try:
         yield live_baseline("serve", served.port)

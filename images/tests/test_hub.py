@@ -29,9 +29,7 @@ def hub() -> Iterator[Hub]:
 
 
 def image(device: str, number: int) -> Event:
-    return Event(
-        live.IMAGE, f"id-{device}-{number}", device, f"2026-12-05T00:00:0{number}Z", b"{}"
-    )
+    return Event(live.IMAGE, f"id-{device}-{number}", device, f"2026-12-05T00:00:0{number}Z", b"{}")
 
 
 def received(subscription: Subscription) -> list[str]:

@@ -1,4 +1,4 @@
-"""Deferred optimisation: a fast pass on ingest, the full one by ``manage.py optimize``."""
+"""Deferred optimization: a fast pass on ingest, the full one by ``manage.py optimize``."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ URL = "/collections/images?deviceId=opt&timestamp=2024-01-01T00:00:00Z"
 @pytest.fixture(autouse=True)
 def deferred(settings):
     settings.IMAGES_OPTIMIZE = "deferred"
-    # The optimiser's own lossless paths; JPEG XL archival: test_archival.py.
-    settings.IMAGES_ARCHIVE_JPEG = False
+    # The optimizer's own lossless paths; JPEG XL compaction: test_compaction.py.
+    settings.IMAGES_COMPACT_JPEG = False
 
 
 def jpeg_bytes() -> bytes:
@@ -37,7 +37,7 @@ def upload(client, data: bytes, content_type: str):
     return response
 
 
-def test_a_jpeg_is_stored_as_received_then_optimised_losslessly(client):
+def test_a_jpeg_is_stored_as_received_then_optimized_losslessly(client):
     sent = jpeg_bytes()
     meta = upload(client, sent, "image/jpeg").json()
     assert meta["storedSize"] == len(sent)
@@ -57,7 +57,7 @@ def test_a_jpeg_is_stored_as_received_then_optimised_losslessly(client):
     assert client.get(meta["href"], HTTP_IF_NONE_MATCH=first["ETag"]).status_code == 200
 
 
-def test_a_png_is_checked_at_once_and_optimised_later(client):
+def test_a_png_is_checked_at_once_and_optimized_later(client):
     sent = png_bytes(size=(300, 200), seed=3)
     meta = upload(client, sent, "image/png").json()
     assert meta["storedSize"] <= len(sent)
@@ -91,7 +91,7 @@ def test_an_image_deleted_before_its_full_pass_is_skipped(client):
     assert not Image.objects.exists()
 
 
-def test_inline_mode_optimises_before_answering(client, settings):
+def test_inline_mode_optimizes_before_answering(client, settings):
     settings.IMAGES_OPTIMIZE = "inline"
     sent = jpeg_bytes()
     meta = upload(client, sent, "image/jpeg").json()
@@ -99,7 +99,7 @@ def test_inline_mode_optimises_before_answering(client, settings):
     assert Image.objects.get(id=meta["id"]).optimized
 
 
-def test_a_large_png_is_stored_byte_for_byte_and_optimised_later(client):
+def test_a_large_png_is_stored_byte_for_byte_and_optimized_later(client):
     """Over 1 MiB: read in pieces, checked without a raster, written to SQLite in pieces."""
     import random
 

@@ -95,7 +95,7 @@ def test_two_instances_share_the_backlog_and_a_kill_9_loses_nothing(tmp_path, ob
     try:
         for n in range(40):
             assert post(first_url if n % 2 else second_url, n) == 201
-        kill_9(first)  # mid-backlog: its optimiser may hold a lease
+        kill_9(first)  # mid-backlog: its optimizer may hold a lease
         for n in range(40, 50):
             assert post(second_url, n) == 201
         deadline = time.monotonic() + 120
@@ -120,11 +120,11 @@ def test_two_instances_share_the_backlog_and_a_kill_9_loses_nothing(tmp_path, ob
         for _, _, data_length, location, *_ in rows
     )
     assert len({location for *_, location, _, _ in rows}) == 50
-    # Each image was optimised once, except at most the one the killed
+    # Each image was optimized once, except at most the one the killed
     # instance held, which was taken over after its lease.
     assert sum(attempts for _, attempts, *_ in rows) <= 51
     assert sum(stored for *_, stored, _ in rows) < sum(original for *_, original in rows)
-    # The killed optimiser may have written a new object and died before its
+    # The killed optimizer may have written a new object and died before its
     # row pointed at it: the one leftover that --repair is for.
     check = subprocess.run(
         [sys.executable, "manage.py", "checkstorage", "--repair", "--grace", "0"],

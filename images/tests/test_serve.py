@@ -38,7 +38,7 @@ def serve(tmp_path):
     }
     process, port = start_serve(tmp_path, env)
     yield process, port, database_url
-    # serve's children (granian, the optimiser) share its process group.
+    # serve's children (granian, the optimizer) share its process group.
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
     process.wait()
@@ -106,7 +106,7 @@ def test_metrics_add_up_over_all_workers(serve, png):
     assert float(line.split()[-1]) == 100
 
 
-def test_serve_ingests_fast_and_optimises_in_the_background(serve):
+def test_serve_ingests_fast_and_optimizes_in_the_background(serve):
     _, port, _ = serve
     image = PILImage.open(io.BytesIO(png_bytes(size=(200, 150), seed=6))).convert("RGB")
     out = io.BytesIO()
@@ -135,7 +135,7 @@ def test_serve_ingests_fast_and_optimises_in_the_background(serve):
     assert stored == sent
 
 
-def optimiser_pids(serve_pid: int) -> list[int]:
+def optimizer_pids(serve_pid: int) -> list[int]:
     """The ``manage.py optimize`` processes that ``serve`` started (its direct children)."""
     found = []
     for entry in os.listdir("/proc"):
@@ -150,10 +150,10 @@ def optimiser_pids(serve_pid: int) -> list[int]:
     return found
 
 
-def test_an_optimiser_that_dies_is_restarted_and_http_keeps_serving(serve, png):
+def test_an_optimizer_that_dies_is_restarted_and_http_keeps_serving(serve, png):
     process, port, _ = serve
     deadline = time.monotonic() + 30
-    while not (first := optimiser_pids(process.pid)) and time.monotonic() < deadline:
+    while not (first := optimizer_pids(process.pid)) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert len(first) == 1
     os.kill(first[0], signal.SIGKILL)
@@ -162,7 +162,7 @@ def test_an_optimiser_that_dies_is_restarted_and_http_keeps_serving(serve, png):
         assert response.status == 200
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        again = optimiser_pids(process.pid)
+        again = optimizer_pids(process.pid)
         if again and again != first:
             break
         time.sleep(0.2)

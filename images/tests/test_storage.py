@@ -131,7 +131,7 @@ def test_a_row_that_does_not_commit_leaves_no_object_behind(client, s3_storage):
     assert objects_in(s3_storage) == [storage.split_location(stored.location)[1]]
 
 
-def test_the_optimiser_replaces_the_object_and_drops_the_old_one(client, settings, image_storage):
+def test_the_optimizer_replaces_the_object_and_drops_the_old_one(client, settings, image_storage):
     settings.IMAGES_OPTIMIZE = "deferred"
     image = PILImage.open(io.BytesIO(png_bytes(size=(160, 120), seed=5))).convert("RGB")
     out = io.BytesIO()

@@ -31,8 +31,8 @@ def upload(client, device: str, day: int, **extra) -> dict:
     return response.json()
 
 
-def members(archive: bytes) -> list[tuple[str, bytes]]:
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+def members(tarball: bytes) -> list[tuple[str, bytes]]:
+    with tarfile.open(fileobj=io.BytesIO(tarball)) as tar:
         return [(member.name, tar.extractfile(member).read()) for member in tar.getmembers()]
 
 
@@ -108,12 +108,12 @@ def test_in_token_mode_an_export_needs_a_reader_or_the_devices_own_token(client,
         assert "private" in response["Cache-Control"]
 
 
-def import_elsewhere(archive_path, database_url: str) -> subprocess.CompletedProcess:
+def import_elsewhere(tarball_path, database_url: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "DATABASE_URL": database_url}
     env.pop("DJANGO_SETTINGS_MODULE", None)
     subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
     return subprocess.run(
-        [sys.executable, "manage.py", "importimages", str(archive_path)],
+        [sys.executable, "manage.py", "importimages", str(tarball_path)],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -132,12 +132,12 @@ def normalised(rows: list[tuple]) -> list[tuple]:
 def test_export_then_import_elsewhere_gives_the_same_images_twice_over(client, tmp_path):
     for device, day in (("a", 1), ("a", 2), ("b/ü", 1), ("c", 5)):
         upload(client, device, day)
-    archive_path = tmp_path / "all.tar"
-    call_command("exportimages", str(archive_path))
-    assert len(members(archive_path.read_bytes())) == 8
+    tarball_path = tmp_path / "all.tar"
+    call_command("exportimages", str(tarball_path))
+    assert len(members(tarball_path.read_bytes())) == 8
 
     elsewhere = fresh_database_url(tmp_path)
-    first = import_elsewhere(archive_path, elsewhere)
+    first = import_elsewhere(tarball_path, elsewhere)
     assert first.returncode == 0, first.stderr
     assert "imported 4, already there 0, problems 0" in first.stdout
     here = [
@@ -153,7 +153,7 @@ def test_export_then_import_elsewhere_gives_the_same_images_twice_over(client, t
     ]
     assert normalised(query_database(elsewhere, ROWS)) == normalised(here)
 
-    again = import_elsewhere(archive_path, elsewhere)
+    again = import_elsewhere(tarball_path, elsewhere)
     assert again.returncode == 0
     assert "imported 0, already there 4, problems 0" in again.stdout
     assert len(query_database(elsewhere, ROWS)) == 4
@@ -162,9 +162,9 @@ def test_export_then_import_elsewhere_gives_the_same_images_twice_over(client, t
 def test_a_conflict_and_a_bad_member_are_reported_by_name_and_the_rest_imported(client, tmp_path):
     upload(client, "cam", 1)
     upload(client, "cam", 2)
-    archive_path = tmp_path / "cam.tar"
-    call_command("exportimages", str(archive_path), device="cam")
-    found = members(archive_path.read_bytes())
+    tarball_path = tmp_path / "cam.tar"
+    call_command("exportimages", str(tarball_path), device="cam")
+    found = members(tarball_path.read_bytes())
     # Another installation already holds other bytes for day 1; day 2's
     # image member is damaged; a stray member has no metadata.
     elsewhere = fresh_database_url(tmp_path)
@@ -210,9 +210,9 @@ def test_a_truncated_or_foreign_file_stops_with_a_message_and_keeps_what_came_be
 ):
     for day in range(1, 9):
         upload(client, "cam", day)
-    archive_path = tmp_path / "cam.tar"
-    call_command("exportimages", str(archive_path), device="cam")
-    whole = archive_path.read_bytes()
+    tarball_path = tmp_path / "cam.tar"
+    call_command("exportimages", str(tarball_path), device="cam")
+    whole = tarball_path.read_bytes()
     cut = tmp_path / "cut.tar"
     cut.write_bytes(whole[: len(whole) * 6 // 10])
     elsewhere = fresh_database_url(tmp_path)
@@ -224,7 +224,7 @@ def test_a_truncated_or_foreign_file_stops_with_a_message_and_keeps_what_came_be
     kept = query_database(elsewhere, "SELECT count(*) FROM images_image")[0][0]
     assert 0 < kept < 8
 
-    finished = import_elsewhere(archive_path, elsewhere)
+    finished = import_elsewhere(tarball_path, elsewhere)
     assert finished.returncode == 0
     assert f"imported {8 - kept}, already there {kept}" in finished.stdout
 
@@ -236,11 +236,11 @@ def test_a_truncated_or_foreign_file_stops_with_a_message_and_keeps_what_came_be
     assert "Traceback" not in result.stderr
 
 
-def test_devices_whose_safe_names_collide_stay_apart_in_one_archive(client, tmp_path):
+def test_devices_whose_safe_names_collide_stay_apart_in_one_tarball(client, tmp_path):
     first, second = upload(client, "a/b", 1), upload(client, "a_b", 1)
-    archive_path = tmp_path / "all.tar"
-    call_command("exportimages", str(archive_path))
-    names = [name for name, _ in members(archive_path.read_bytes())]
+    tarball_path = tmp_path / "all.tar"
+    call_command("exportimages", str(tarball_path))
+    names = [name for name, _ in members(tarball_path.read_bytes())]
     assert names == [
         "a_b_20240901T100000Z.png",
         "a_b_20240901T100000Z.png.json",

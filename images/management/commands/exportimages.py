@@ -1,6 +1,6 @@
 """``exportimages [--device ID] [--from T] [--to T] FILE.tar``: images as one tar file (API.md §11).
 
-The same archive as ``GET /devices/{deviceId}/export``; all devices without
+The same tarball as ``GET /devices/{deviceId}/export``; all devices without
 ``--device``. ``-`` writes to standard output.
 """
 
@@ -57,7 +57,7 @@ class Command(BaseCommand):
 
 
 def _write(images: Iterator[Image], target: BinaryIO) -> None:
-    for piece in tarball.export_stream(images):
+    for piece in tarball.tarball_stream(images):
         target.write(piece)
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from images.lifecycle.tarball import ArchiveUnreadable, import_archive
+from images.lifecycle.tarball import TarballUnreadable, tarball_import
 
 
 class Command(BaseCommand):
@@ -36,13 +36,13 @@ class Command(BaseCommand):
         path = options["file"]
         try:
             if path == "-":
-                report = import_archive(sys.stdin.buffer, progress=progress)
+                report = tarball_import(sys.stdin.buffer, progress=progress)
             else:
                 with Path(path).open("rb") as stream:
-                    report = import_archive(stream, progress=progress)
+                    report = tarball_import(stream, progress=progress)
         except FileNotFoundError:
             raise CommandError(f"no such file: {path}") from None
-        except ArchiveUnreadable as exc:
+        except TarballUnreadable as exc:
             raise CommandError(
                 f"{path}: {exc}; what came before was imported, run again on a whole file"
             ) from None

@@ -23,23 +23,25 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.db import DatabaseError, close_old_connections
 
 from images.errors import Unavailable
-from images.lifecycle.optimizer import optimize_next, rearchive_next
+from images.lifecycle.optimizer import compact_next, optimize_next
 
 logger = logging.getLogger(__name__)
 _LONGEST_WAIT_SECONDS = 60.0
 
 
 class Command(BaseCommand):
-    help = "Optimise images stored by the fast pass (IMAGES_OPTIMIZE=deferred)."
+    help = "Optimize images stored by the fast pass (IMAGES_OPTIMIZE=deferred)."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--watch", action="store_true", help="keep running, polling")
         parser.add_argument("--interval", type=float, default=1.0, help="seconds between polls")
         parser.add_argument("--nice", type=int, default=10, help="CPU priority increment")
         parser.add_argument(
-            "--rearchive",
+            "--compact",
+            "--rearchive",  # its name until 2026-12; deprecated (docs/compaction.md)
+            dest="compact",
             action="store_true",
-            help="hold JPEGs stored before archival as JPEG XL (resumable, verified)",
+            help="hold JPEGs stored before compaction as JPEG XL (resumable, verified)",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -52,8 +54,8 @@ class Command(BaseCommand):
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
-        if options["rearchive"]:
-            self._rearchive(lambda: stopping)
+        if options["compact"]:
+            self._compact(lambda: stopping)
             return
         total = 0
         wait = options["interval"]
@@ -63,7 +65,7 @@ class Command(BaseCommand):
             except (DatabaseError, Unavailable) as exc:
                 if not options["watch"]:
                     raise
-                logger.warning("optimiser: %s; trying again in %.0f s", exc, wait)
+                logger.warning("optimizer: %s; trying again in %.0f s", exc, wait)
                 _sleep(wait, lambda: stopping)
                 wait = min(wait * 2, _LONGEST_WAIT_SECONDS)
                 close_old_connections()
@@ -78,21 +80,21 @@ class Command(BaseCommand):
             # A long-lived loop, like a request cycle: drop broken or expired
             # connections (CONN_MAX_AGE) between rounds.
             close_old_connections()
-        self.stdout.write(f"optimised {total} image{'' if total == 1 else 's'}")
+        self.stdout.write(f"optimized {total} image{'' if total == 1 else 's'}")
 
-    def _rearchive(self, stopping: Any) -> None:
+    def _compact(self, stopping: Any) -> None:
         counts: dict[str, int] = {}
         after = None
         while not stopping():
-            done = rearchive_next(after=after)
+            done = compact_next(after=after)
             if done is None:
                 break
             after, result = done
             counts[result] = counts.get(result, 0) + 1
-        self.stdout.write(f"rearchived: {_rearchive_report(counts)}")
+        self.stdout.write(f"compacted: {_compact_report(counts)}")
 
 
-def _rearchive_report(counts: dict[str, int]) -> str:
+def _compact_report(counts: dict[str, int]) -> str:
     return ", ".join(f"{result} {count}" for result, count in sorted(counts.items())) or "nothing"
 
 

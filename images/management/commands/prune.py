@@ -3,7 +3,7 @@
 Prints each image it deletes (or, with ``--dry-run``, would delete). ``serve``
 runs it with ``--watch`` when retention is on, every
 IMAGES_RETENTION_INTERVAL seconds; an outage is waited out, as by the
-optimiser.
+optimizer.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``serve``: production HTTP (granian, several workers), CoAP and the optimiser together.
+"""``serve``: production HTTP (granian, several workers), CoAP and the optimizer together.
 
 Granian was chosen by measurement (``bench/servers.py``, docs/performance.md):
 on this 2-core machine it served the same app 1.3x to 1.8x faster than
@@ -68,7 +68,7 @@ class Command(BaseCommand):
             **os.environ,
             "DEBUG": "0",
             "DJANGO_SETTINGS_MODULE": "config.settings",
-            # Fast ingest; the full optimisation runs beside (docs/performance.md).
+            # Fast ingest; the full optimization runs beside (docs/performance.md).
             "IMAGES_OPTIMIZE": os.environ.get("IMAGES_OPTIMIZE", "deferred"),
             # Workers share metrics through files here (ops.metrics).
             "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp(prefix="images-metrics-"),
