@@ -36,3 +36,15 @@ def error_response(request: HttpRequest, status: int, errors: Errors) -> HttpRes
     return HttpResponse(
         JSONRenderer().render(payload), status=status, content_type="application/json"
     )
+
+
+def unless_safe(request: HttpRequest) -> HttpResponse | None:
+    """The 405 of a GET/HEAD-only resource (with ``Allow``), or ``None`` for GET and HEAD.
+
+    (Django's ``require_GET`` refuses HEAD and answers 405 with an HTML body.)
+    """
+    if request.method in ("GET", "HEAD"):
+        return None
+    response = error_response(request, 405, {"detail": [f"{request.method} not allowed"]})
+    response["Allow"] = "GET, HEAD"
+    return response

@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.core.cache import cache
 
-from images.errors import RateLimited
+from images.errors import Forbidden, RateLimited, Unauthenticated
+from images.models import Image
 from ops.ratelimit import parse_rate, rate_hit
 
 DEVICE = "device"
@@ -94,6 +95,50 @@ def may_watch(principal: Principal, device_id: str | None) -> bool:
     if principal.kind in (STAFF, READER) or not rules_apply():
         return True
     return device_id is not None and may_upload(principal, device_id)
+
+
+def require(allowed: bool, principal: Principal, refusal: str) -> None:
+    """The one refusal of every front end: nothing when ``allowed``; else 401 or 403.
+
+    :class:`Unauthenticated` (401, with the challenge) when ``principal``
+    proved nothing, :class:`Forbidden` (403, saying ``refusal``) when what
+    it proved is not enough.
+    """
+    if allowed:
+        return
+    if principal.anonymous:
+        raise Unauthenticated("this request needs credentials")
+    raise Forbidden(refusal)
+
+
+# How long answers may be reused (API.md §3, §10, §13): the one place that says.
+# A year is what RFC 9111 §5.2.2.1 suggests as the longest lifetime.
+YEAR_SECONDS = 31_536_000
+# Thumbnails: a day in caches, then a cheap revalidation by ETag (an id's
+# thumbnails never change meaning, but a newer Pillow may encode other bytes).
+THUMBNAIL_SECONDS = 86_400
+
+
+def image_lifetime(image: Image, *, by_id: bool) -> tuple[int, bool]:
+    """How many seconds a download of ``image`` may be reused, and whether it is immutable.
+
+    By id, an image whose bytes are final (``optimized``) never changes:
+    a year, immutable. Anything else (by device and timestamp, or bytes the
+    optimizer will still replace once) for ``IMAGES_CACHE_MAX_AGE``.
+    """
+    if by_id and image.optimized:
+        return YEAR_SECONDS, True
+    return settings.IMAGES_CACHE_MAX_AGE, False
+
+
+def cache_control(max_age: int | None, *, immutable: bool = False) -> str:
+    """The ``Cache-Control`` of an answer: ``max_age`` seconds, or ``None``: revalidate each time.
+
+    ``public`` or ``private`` as :func:`cache_visibility` says.
+    """
+    if max_age is None:
+        return f"{cache_visibility()}, no-cache"
+    return f"{cache_visibility()}, max-age={max_age}" + (", immutable" if immutable else "")
 
 
 def cache_visibility() -> str:

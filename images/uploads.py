@@ -28,10 +28,8 @@ from formats.json import StrictJSONParser
 from images import access, services, sources
 from images.access import Principal
 from images.errors import (
-    Forbidden,
     ImageTooLarge,
     InvalidInput,
-    Unauthenticated,
     UnsupportedMediaType,
 )
 from images.serializers import ImageKeySerializer, ImageUploadSerializer, validated
@@ -116,8 +114,11 @@ class Upload:
         """Everything that can be judged before the body: see the module docstring."""
         if size is not None:
             body_size_checked(size, self.media_type)
-        if not access.may_upload(self.principal):
-            self._refuse("uploads need a device token (or, over CoAP, a device's OSCORE context)")
+        access.require(
+            access.may_upload(self.principal),
+            self.principal,
+            "uploads need a device token (or, over CoAP, a device's OSCORE context)",
+        )
         if self.raw:
             device_id = self.key()["device_id"]
             self.authorised(device_id)
@@ -131,8 +132,11 @@ class Upload:
 
     def authorised(self, device_id: str) -> None:
         """401 or 403 unless the principal may upload as ``device_id``."""
-        if not access.may_upload(self.principal, device_id):
-            self._refuse(f"these credentials may not upload as device {device_id!r}")
+        access.require(
+            access.may_upload(self.principal, device_id),
+            self.principal,
+            f"these credentials may not upload as device {device_id!r}",
+        )
 
     def store(self, body: Any, *, admitted: bool = True) -> services.IngestResult:
         """Validate and ingest ``body``: a raw image (bytes or a file), or an envelope.
@@ -160,8 +164,3 @@ class Upload:
             return ENVELOPE_PARSERS[self.media_type].parse(io.BytesIO(body))
         except ParseError as exc:
             raise InvalidInput(str(exc.detail)) from None
-
-    def _refuse(self, message: str) -> None:
-        if self.principal.anonymous:
-            raise Unauthenticated("this request needs credentials")
-        raise Forbidden(message)

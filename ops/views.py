@@ -8,7 +8,7 @@ from collections.abc import Callable
 from django.db import DatabaseError, connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from formats.errors import error_response
+from formats.errors import unless_safe
 from images.errors import StorageUnavailable
 from images.storage import objects
 from ops import metrics
@@ -17,18 +17,11 @@ View = Callable[[HttpRequest], HttpResponse]
 
 
 def get_only(view: View) -> View:
-    """GET and HEAD only; anything else is a 405 in the contract's error format.
-
-    (Django's ``require_GET`` refuses HEAD and answers 405 with an HTML body.)
-    """
+    """GET and HEAD only; anything else is a 405 in the contract's error format."""
 
     @functools.wraps(view)
     def wrapper(request: HttpRequest) -> HttpResponse:
-        if request.method not in ("GET", "HEAD"):
-            response = error_response(request, 405, {"detail": [f"{request.method} not allowed"]})
-            response["Allow"] = "GET, HEAD"
-            return response
-        return view(request)
+        return unless_safe(request) or view(request)
 
     return wrapper
 

@@ -21,13 +21,12 @@ from urllib.parse import urlsplit
 from aiocoap import Message, error, resource
 from aiocoap.numbers.codes import Code
 from aiocoap.numbers.optionnumbers import OptionNumber
-from django.conf import settings
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 
 from formats import linkformat
 from formats.cbor import CBOR_MEDIA_TYPE, CBORRenderer
 from formats.linkformat import FilterError, Link, LinkFormatRenderer, parse_filters
-from images import discovery, listings, selectors, storage, uploads
+from images import access, discovery, listings, selectors, storage, uploads
 from images.access import ANONYMOUS
 from images.coap.blockwise import Block1Assembler, block2_slice
 from images.coap.edge import in_worker, log_request
@@ -69,8 +68,6 @@ METADATA_RENDERERS: dict[int, BaseRenderer] = {
     JSON: JSONRenderer(),
     LINK_FORMAT: LinkFormatRenderer(),
 }
-# Downloads by id whose bytes are final: cacheable for a year, as over HTTP (immutable).
-IMMUTABLE_MAX_AGE = 31_536_000
 # Options that differ between the blocks of one Block1 upload; the others
 # identify the transfer.
 _NOT_TRANSFER_KEY = (OptionNumber.BLOCK1, OptionNumber.BLOCK2, OptionNumber.OBSERVE)
@@ -240,7 +237,8 @@ class ImageCollection(ImageDownloads):
     async def render_get(self, request: Message) -> Message:
         self._access.authenticate(request)
         image = await in_worker(_find)(_query(request))
-        return await self.representation(request, image, max_age=settings.IMAGES_CACHE_MAX_AGE)
+        max_age, _ = access.image_lifetime(image, by_id=False)
+        return await self.representation(request, image, max_age=max_age)
 
 
 class ImageItem(ImageDownloads, resource.PathCapable):
@@ -253,8 +251,7 @@ class ImageItem(ImageDownloads, resource.PathCapable):
         image = await in_worker(selectors.image_get)(
             image_id=request.opt.uri_path[0], with_data=False
         )
-        # As over HTTP: a year only once the bytes are final (API.md §10).
-        max_age = IMMUTABLE_MAX_AGE if image.optimized else settings.IMAGES_CACHE_MAX_AGE
+        max_age, _ = access.image_lifetime(image, by_id=True)
         return await self.representation(request, image, max_age=max_age)
 
 

@@ -31,17 +31,13 @@ from rest_framework.request import Request
 
 from images import access, identity
 from images.access import Principal
-from images.errors import Forbidden, Unauthenticated
 from images.models import Image, Token
 
 
 def _judged(request: HttpRequest, allowed: Callable[[Principal], bool], message: str) -> None:
     """401 (a domain error that carries the challenge) or 403 unless ``allowed(principal)``."""
     principal = identity.request_principal(request)
-    if not allowed(principal):
-        if principal.anonymous:
-            raise Unauthenticated("this request needs credentials")
-        raise Forbidden(message)
+    access.require(allowed(principal), principal, message)
 
 
 # --- Outside DRF: the download fast path and exports ----------------------------------

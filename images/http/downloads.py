@@ -6,13 +6,11 @@ import secrets
 from collections.abc import Iterator
 from urllib.parse import quote
 
-from django.conf import settings
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.utils.cache import get_conditional_response
 from django.utils.http import http_date
 
-from images import storage
-from images.access import cache_visibility
+from images import access, storage
 from images.filenames import filename_for, safe_filename_for
 from images.http.errors import error_response
 from images.http.ranges import RangeNotSatisfiable, parse_range
@@ -41,17 +39,11 @@ def cache_headers(image: Image, *, immutable: bool) -> dict[str, str]:
     ``public`` in open mode, ``private`` in token mode (see
     :func:`images.access.cache_visibility`).
     """
-    visibility = cache_visibility()
-    if immutable and image.optimized:
-        # An id's bytes never change once optimized (deferred optimization
-        # replaces them once, before that).
-        cache_control = f"{visibility}, max-age=31536000, immutable"
-    else:
-        cache_control = f"{visibility}, max-age={settings.IMAGES_CACHE_MAX_AGE}"
+    max_age, final = access.image_lifetime(image, by_id=immutable)
     return {
         "ETag": etag_for(image),
         "Last-Modified": http_date(image.modified_at.timestamp()),
-        "Cache-Control": cache_control,
+        "Cache-Control": access.cache_control(max_age, immutable=final),
     }
 
 

@@ -17,7 +17,7 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.views import APIView
 
-from formats.errors import error_response
+from formats.errors import unless_safe
 from images import access
 from images.filenames import safe_name
 from images.http import auth, openapi
@@ -59,10 +59,9 @@ class DeviceExportView(APIView):
 
 
 def device_export(request: HttpRequest, device_id: str) -> HttpResponse:
-    if request.method not in ("GET", "HEAD"):
-        response = error_response(request, 405, {"detail": [f"{request.method} not allowed"]})
-        response["Allow"] = "GET, HEAD"
-        return response
+    answer = unless_safe(request)
+    if answer is not None:
+        return answer
     try:
         auth.check_export(request, device_id)
         query = validated(ImageListQuerySerializer, request.GET)
@@ -81,6 +80,6 @@ def device_export(request: HttpRequest, device_id: str) -> HttpResponse:
         f"attachment; filename=\"{safe_name(name)}\"; filename*=UTF-8''{quote(name, safe='')}"
     )
     # The tarball grows as the device sends images: always revalidate.
-    response["Cache-Control"] = f"{access.cache_visibility()}, no-cache"
+    response["Cache-Control"] = access.cache_control(None)
     response["X-Content-Type-Options"] = "nosniff"
     return response

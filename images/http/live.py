@@ -21,20 +21,12 @@ from django.utils.cache import patch_vary_headers
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework.views import APIView
 
-from formats.errors import error_response
+from formats.errors import unless_safe
 from images import access, identity, live
 from images.http import auth, openapi, sse
 from images.http.downloads import is_conditional, not_modified_response
 from images.http.errors import response_for_exception
 from images.http.views import image_or_metadata
-
-
-def not_allowed(request: HttpRequest) -> HttpResponse | None:
-    if request.method in ("GET", "HEAD"):
-        return None
-    response = error_response(request, 405, {"detail": [f"{request.method} not allowed"]})
-    response["Allow"] = "GET, HEAD"
-    return response
 
 
 class LatestImageView(APIView):
@@ -57,7 +49,7 @@ class LatestImageView(APIView):
 
 
 def latest_image(request: HttpRequest, device_id: str) -> HttpResponse:
-    answer = not_allowed(request)
+    answer = unless_safe(request)
     if answer is not None:
         return answer
     try:
@@ -71,7 +63,7 @@ def latest_image(request: HttpRequest, device_id: str) -> HttpResponse:
         if response is None:
             response = image_or_metadata(request, image, immutable=False)
         response["Content-Location"] = image.href
-        response["Cache-Control"] = f"{access.cache_visibility()}, no-cache"
+        response["Cache-Control"] = access.cache_control(None)
     except Exception as exc:  # noqa: BLE001 - every error becomes a contract error
         response = response_for_exception(request, exc)
     patch_vary_headers(response, ["Accept", *auth.vary_on()])
@@ -160,7 +152,7 @@ def _to_stream_listener(request: HttpRequest, origin: str) -> HttpResponse:
 
 
 def events_stream(request: HttpRequest, device_id: str | None) -> HttpResponse:
-    answer = not_allowed(request)
+    answer = unless_safe(request)
     if answer is not None:
         return answer
     try:

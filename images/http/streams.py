@@ -36,7 +36,7 @@ from django.core.handlers.asgi import ASGIRequest
 from django.db import close_old_connections
 from django.http import HttpResponse
 
-from formats.errors import error_response
+from formats.errors import error_response, unless_safe
 from images import live
 from images.http import live as http_live
 from images.http import sse
@@ -96,7 +96,7 @@ def _open(scope: Scope) -> HttpResponse | tuple[live.Watch, HttpResponse]:
             match = _PATH.match(scope["path"])
             if match is None:
                 return error_response(request, 404, {"path": ["no such stream"]})
-            answer = http_live.not_allowed(request)
+            answer = unless_safe(request)
             if answer is not None:
                 return answer
             watch = http_live.watch_for(request, match["device_id"])

@@ -21,17 +21,12 @@ from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
-from images import selectors, thumbnails
-from images.access import cache_visibility
+from images import access, selectors, thumbnails
 from images.http import openapi
 from images.http.auth import vary_on
 from images.http.errors import error_response
 from images.models import Image
 from images.serializers import validated
-
-# A day in HTTP caches, then a cheap revalidation by ETag: thumbnails of an
-# id never change meaning, but their bytes may improve with a new release.
-MAX_AGE = 86_400
 
 
 class ThumbnailQuerySerializer(serializers.Serializer):
@@ -80,7 +75,7 @@ class ImageThumbnailView(APIView):
         etag = thumbnail_etag(image, size, content_type)
         headers = {
             "ETag": etag,
-            "Cache-Control": f"{cache_visibility()}, max-age={MAX_AGE}",
+            "Cache-Control": access.cache_control(access.THUMBNAIL_SECONDS),
             "X-Content-Type-Options": "nosniff",
         }
         probe = HttpResponse(headers=headers)

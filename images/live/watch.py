@@ -26,7 +26,7 @@ from django.db.models import Q
 
 from images import access
 from images.access import Principal
-from images.errors import Forbidden, ImageNotFound, Unauthenticated
+from images.errors import ImageNotFound
 from images.live.events import Event, image_event
 from images.live.hub import Subscription, hub
 from images.models import Image
@@ -48,14 +48,12 @@ def image_latest(device_id: str) -> Image:
 
 def watch_check(principal: Principal, device_id: str | None) -> None:
     """401 or 403 unless ``principal`` may watch ``device_id`` (``None``: every device)."""
-    if access.may_watch(principal, device_id):
-        return
-    if principal.anonymous:
-        raise Unauthenticated("this request needs credentials")
-    raise Forbidden(
+    access.require(
+        access.may_watch(principal, device_id),
+        principal,
         "watching every device needs a reader token"
         if device_id is None
-        else "watching a device needs a reader token or the device's own"
+        else "watching a device needs a reader token or the device's own",
     )
 
 
