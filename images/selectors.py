@@ -102,8 +102,7 @@ def _column_sql(field: Field, quote: Callable[[str], str]) -> str:
         return quote(field.column)
     # The bytes come with the row only when small; a large image is streamed
     # by images.storage (NULL here), and one in an object store has none.
-    size = quote(Image._meta.get_field("stored_size").column)
-    return f"CASE WHEN {size} <= {storage.WHOLE_READ_BYTES} THEN {quote(field.column)} END"
+    return f"CASE WHEN {storage.whole_read_sql(quote)} THEN {quote(field.column)} END"
 
 
 def _fetch_one(*, with_data: bool, **equal: Any) -> Image | None:

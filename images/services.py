@@ -56,7 +56,13 @@ def image_ingest(*, device_id: str, timestamp: datetime, data: sources.Source) -
         return _retried(existing, original_sha256)
 
     deferred = settings.IMAGES_OPTIMIZE == "deferred"
-    stored, at_rest = _stored_form(data, limits, deferred=deferred)
+    form = compression.stored_form(
+        data,
+        limits,
+        effort=compression.CHECK if deferred else compression.FULL,
+        compact=settings.IMAGES_COMPACT_JPEG,
+    )
+    stored = form.served
     image = Image(
         device_id=device_id,
         timestamp=timestamp,
@@ -69,33 +75,12 @@ def image_ingest(*, device_id: str, timestamp: datetime, data: sources.Source) -
         original_sha256=original_sha256,
         optimized=not deferred or stored.content_type not in OPTIMIZABLE_TYPES,
     )
-    result = _saved(image, stored.data, at_rest=at_rest, sha256=original_sha256)
+    result = _saved(image, stored.data, at_rest=form.at_rest, sha256=original_sha256)
     if result.created:
         metrics.record_upload(
             original_size=image.original_size, stored_size=image.at_rest_size, created=True
         )
     return result
-
-
-def _stored_form(
-    data: sources.Source, limits: compression.Limits, *, deferred: bool
-) -> tuple[compression.Compressed, compression.Compacted | None]:
-    """What to serve and what to hold at rest for an upload (API.md §2, §12).
-
-    Deferred: checked and kept as received (the optimizer does the rest).
-    Inline: a JPEG is served as received and held as JPEG XL when that
-    rebuilds it bit for bit and is smaller; anything else, or a JPEG the
-    encoder refuses, is optimized as always.
-    """
-    if deferred:
-        return compression.compress(data, limits, fast=True), None
-    compactable = settings.IMAGES_COMPACT_JPEG
-    if compactable and compression.probe(data, limits).content_type == "image/jpeg":
-        checked = compression.compress(data, limits, fast=True)  # every frame decodes
-        at_rest = compression.compact(sources.read_all(data), checked.content_type)
-        if at_rest is not None:
-            return checked, at_rest
-    return compression.compress(data, limits), None
 
 
 def image_import(
@@ -127,7 +112,7 @@ def image_import(
         raise InvalidImage(
             f"{info.content_type} is not stored as it is; import PNG, JPEG, GIF or WebP"
         )
-    checked = compression.compress(data, limits, fast=True)  # every frame decodes
+    checked = compression.compress(data, limits, effort=compression.CHECK)  # every frame decodes
     image = Image(
         device_id=device_id,
         timestamp=timestamp,

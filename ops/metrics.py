@@ -103,8 +103,8 @@ def record_pruned(count: int) -> None:
     PRUNED.inc(count)
 
 
-def record_optimized(result: str, *, quick: bool) -> None:
-    OPTIMIZED.labels(result, "quick" if quick else "full").inc()
+def record_optimized(result: str, *, effort: str) -> None:
+    OPTIMIZED.labels(result, effort).inc()
 
 
 def record_upload(*, original_size: int, stored_size: int, created: bool) -> None:

@@ -40,6 +40,9 @@ from images.compression.verify import fingerprint, pixels_equal
 from images.errors import DomainError
 
 __all__ = [
+    "CHECK",
+    "FULL",
+    "QUICK",
     "Compacted",
     "Compressed",
     "ImageInfo",
@@ -49,6 +52,8 @@ __all__ = [
     "extension_for",
     "pixels_equal",
     "probe",
+    "stored_form",
+    "StoredForm",
 ]
 
 
@@ -76,19 +81,69 @@ _EXTENSIONS = {
 }
 
 
+# How hard to try (``effort=``): a check only, the background pass while it
+# lags, or the best lossless result.
+CHECK = "check"
+QUICK = "quick"
+FULL = "full"
+_PNG_OPTIONS = {CHECK: png.CHECK, QUICK: png.QUICK, FULL: png.FULL}
+
+
+@dataclass(frozen=True)
+class StoredForm:
+    """What to serve for an upload, and what to hold at rest when that differs (API.md §12)."""
+
+    served: Compressed
+    at_rest: Compacted | None  # None: the served bytes themselves are held
+
+
+def stored_form(
+    data: sources.Source,
+    limits: Limits = _DEFAULT_LIMITS,
+    *,
+    effort: str = FULL,
+    compact: bool = False,
+    checked: bool = False,
+) -> StoredForm:
+    """The one policy of what to serve and hold for ``data``; ingest and the optimizer ask it.
+
+    ``effort`` CHECK (the request path when a background pass follows): the
+    image is checked and kept as received (BMP/TIFF become PNG), nothing is
+    compacted. Otherwise, with ``compact``, a JPEG (or MPO) is served as
+    received and held as JPEG XL when that rebuilds it bit for bit and is
+    smaller (:func:`compact`); anything else, and a JPEG the encoder
+    refuses, is optimized at ``effort`` (:func:`compress`).
+
+    ``checked``: ``data`` was checked before (every frame decoded, by an
+    earlier pass), so a JPEG on its way to compaction is not decoded again;
+    its byte-exact rebuild is all the check compaction needs. The image is
+    probed once either way.
+    """
+    info = probe(data, limits)
+    reference = None
+    if effort != CHECK and compact and info.format == "JPEG":
+        whole = sources.read_all(data)
+        if not checked:
+            reference = fingerprint(whole, limits)  # every frame decodes: the upload's check
+        at_rest = jpeg_compact(whole)
+        if at_rest is not None:
+            return StoredForm(_as_received(data, info), at_rest)
+    return StoredForm(_compressed(data, info, limits, effort, reference=reference), None)
+
+
 def compress(
     data: sources.Source,
     limits: Limits = _DEFAULT_LIMITS,
     *,
-    fast: bool = False,
-    quick: bool = False,
+    effort: str = FULL,
 ) -> Compressed:
     """Return what to store for ``data``: a losslessly smaller encoding, or ``data`` itself.
 
     ``data`` may be a file (a spooled upload): it is read into memory unless
-    it is a still PNG on the fast path, which is checked reading it in pieces.
+    it is a still PNG checked only (``effort=CHECK``), which is checked
+    reading it in pieces.
 
-    ``fast`` is for the request path when a background pass follows
+    ``effort`` CHECK is for the request path when a background pass follows
     (IMAGES_OPTIMIZE=deferred): the image is checked as always (every frame
     decoded, or for a still PNG its encoding checked by
     :func:`images.compression.pngcheck.png_data_complete`), BMP/TIFF still
@@ -96,7 +151,7 @@ def compress(
     changes later, and PNG and JPEG optimization is left to the background.
     That keeps the request's CPU and memory to one decode at most.
 
-    ``quick`` is for the background pass while it lags behind: PNG output
+    QUICK is for the background pass while it lags behind: PNG output
     gets one row filter and a lighter deflate (:data:`.png.QUICK`); JPEG is
     optimized as always (mozjpeg-lossless-optimization offers no cheaper
     setting). Measured
@@ -111,7 +166,7 @@ def compress(
     quick                0.92 s  0.8843     32 ms  0.967     40 ms  0.943
     ===================  =================  ===============  ===============
 
-    ``quick`` does nothing with ``fast``.
+    FULL, the default, is inline mode and the background pass otherwise.
 
     The stored bytes decode (with Pillow) to the same size, mode, bit depth,
     palette, transparency and pixels in every frame, with the same frame
@@ -119,25 +174,40 @@ def compress(
     len(data)``. Raises what :func:`probe` raises, and ``InvalidImage`` when
     any frame cannot be fully decoded (truncated or corrupt data).
     """
-    info = probe(data, limits)
-    if fast and info.format == "PNG" and png_data_complete(data):
-        # Nothing to try for a PNG on the fast path, so no reference decode:
-        # checking the encoding is enough, in bounded memory.
-        return Compressed(
-            data=data,
-            content_type=info.content_type,
-            width=info.width,
-            height=info.height,
-            original_size=sources.size(data),
-            frames=info.frames,
-            method="original",
-        )
+    return _compressed(data, probe(data, limits), limits, effort)
+
+
+def _as_received(data: sources.Source, info: ImageInfo) -> Compressed:
+    return Compressed(
+        data=data,
+        content_type=info.content_type,
+        width=info.width,
+        height=info.height,
+        original_size=sources.size(data),
+        frames=info.frames,
+        method="original",
+    )
+
+
+def _compressed(
+    data: sources.Source,
+    info: ImageInfo,
+    limits: Limits,
+    effort: str,
+    *,
+    reference: bytes | None = None,
+) -> Compressed:
+    """:func:`compress` of a probed image (whose :func:`fingerprint` may be known already)."""
+    if effort == CHECK and info.format == "PNG" and png_data_complete(data):
+        # Nothing to try for a PNG that is only checked, so no reference
+        # decode: checking the encoding is enough, in bounded memory.
+        return _as_received(data, info)
     data = sources.read_all(data)
     # Decoding every frame validates the input and is the reference the
     # candidate must match.
-    reference = fingerprint(data, limits)
+    reference = reference or fingerprint(data, limits)
     stored, content_type, method = data, info.content_type, "original"
-    candidate = _optimized(data, info, limits, fast=fast, quick=quick)
+    candidate = _optimized(data, info, limits, effort)
     if candidate is not None and len(candidate[0]) < len(data):
         try:
             if fingerprint(candidate[0], limits) == reference:
@@ -161,15 +231,15 @@ def extension_for(content_type: str) -> str:
 
 
 def _optimized(
-    data: bytes, info: ImageInfo, limits: Limits, *, fast: bool, quick: bool
+    data: bytes, info: ImageInfo, limits: Limits, effort: str
 ) -> tuple[bytes, str, str] | None:
     """An unverified candidate (bytes, content type, method) for ``data``, or None."""
-    options = png.CHECK if fast else png.QUICK if quick else png.FULL
+    options = _PNG_OPTIONS[effort]
     try:
         if info.format in ("BMP", "TIFF") and info.frames == 1:
             candidate = png.converted(data, limits, options)
             return None if candidate is None else (candidate, "image/png", "converted-png")
-        if fast:
+        if effort == CHECK:
             return None  # PNG and JPEG are left to the background pass
         if info.format == "PNG":
             candidate = png.optimize(data, options)

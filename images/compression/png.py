@@ -53,9 +53,9 @@ LOSSLESS = {
     "optimize_alpha": False,
     "strip": oxipng.StripChunks.none(),
 }
-# The request path (fast=True) converting BMP/TIFF: oxipng's quickest level.
+# The request path (effort CHECK) converting BMP/TIFF: oxipng's quickest level.
 CHECK = {**LOSSLESS, "level": 0}
-# The background optimizer while its backlog lags (quick=True).
+# The background optimizer while its backlog lags (effort QUICK).
 QUICK = {
     **LOSSLESS,
     "filter": (oxipng.RowFilter.MinSum,),

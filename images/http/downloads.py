@@ -121,7 +121,7 @@ def image_response(request: HttpRequest, image: Image, *, immutable: bool) -> Ht
         content_type, status = f"multipart/byteranges; boundary={boundary}", 206
     if request.method == "HEAD":
         response = HttpResponse(status=status, content_type=content_type, headers=headers)
-    elif size <= storage.WHOLE_READ_BYTES:
+    elif storage.reads_whole(image):
         response = HttpResponse(b"".join(body), status=status, content_type=content_type)
     else:
         response = StreamingHttpResponse(body, status=status, content_type=content_type)
@@ -134,7 +134,7 @@ def image_response(request: HttpRequest, image: Image, *, immutable: bool) -> Ht
 def _pieces(request: HttpRequest, image: Image, first: int, last: int) -> Iterator[bytes]:
     if request.method == "HEAD":
         return iter(())
-    if image.stored_size <= storage.WHOLE_READ_BYTES:
+    if storage.reads_whole(image):
         return iter((storage.image_bytes(image)[first : last + 1],))
     return storage.image_pieces(image, first, last)
 

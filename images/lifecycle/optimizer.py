@@ -40,6 +40,7 @@ from prometheus_client.core import GaugeMetricFamily
 from images import compression, sources, storage
 from images.errors import DomainError, Unavailable
 from images.models import Image
+from images.services import limits_current
 from ops import metrics
 
 logger = logging.getLogger(__name__)
@@ -129,7 +130,7 @@ def backlog_claim(*, now: datetime | None = None) -> Claim | None:
     return None
 
 
-def image_optimize(claim: Claim, *, quick: bool = False) -> str:
+def image_optimize(claim: Claim, *, effort: str = compression.FULL) -> str:
     """Give one claimed image its final bytes; return the result.
 
     "compacted": a JPEG (or MPO) is held as JPEG XL from which it is rebuilt
@@ -149,16 +150,22 @@ def image_optimize(claim: Claim, *, quick: bool = False) -> str:
         _finish(image, done)
         return "kept"
     data = storage.image_bytes(image)
-    if settings.IMAGES_COMPACT_JPEG and not image.at_rest_form:
-        at_rest = compression.compact(data, image.content_type)
-        if at_rest is not None:
-            # The served bytes stay the upload's own (same sha256 and ETag).
-            replaced = storage.image_replace(image, at_rest.data, at_rest_form=at_rest.form, **done)
-            return "compacted" if replaced else "gone"
     try:
-        stored = compression.compress(data, _limits(), quick=quick)
+        form = compression.stored_form(
+            data,
+            limits_current(),
+            effort=effort,
+            compact=settings.IMAGES_COMPACT_JPEG and not image.at_rest_form,
+            checked=True,  # at ingest
+        )
     except DomainError:
-        stored = None  # limits lowered since ingest: keep what is stored
+        form = None  # limits lowered since ingest: keep what is stored
+    if form is not None and form.at_rest is not None:
+        # The served bytes stay the upload's own (same sha256 and ETag).
+        at_rest = form.at_rest
+        replaced = storage.image_replace(image, at_rest.data, at_rest_form=at_rest.form, **done)
+        return "compacted" if replaced else "gone"
+    stored = None if form is None else form.served
     if stored is None or sources.size(stored.data) >= len(data):
         _finish(image, done)
         return "kept"
@@ -179,14 +186,6 @@ def _finish(image: Image, done: dict[str, object]) -> None:
     Image.objects.filter(id=image.id, sha256=image.sha256).update(**done)
 
 
-def _limits() -> compression.Limits:
-    return compression.Limits(
-        max_bytes=settings.IMAGES_MAX_BYTES,
-        max_pixels=settings.IMAGES_MAX_PIXELS,
-        max_frames=settings.IMAGES_MAX_FRAMES,
-    )
-
-
 def optimize_next() -> str | None:
     """Claim and finish one waiting image; its result, or ``None`` when none waits.
 
@@ -199,9 +198,10 @@ def optimize_next() -> str | None:
     claim = backlog_claim(now=now)
     if claim is None:
         return None
-    quick = (now - claim.received_at).total_seconds() > settings.IMAGES_OPTIMIZE_LAG_BOUND
+    lagging = (now - claim.received_at).total_seconds() > settings.IMAGES_OPTIMIZE_LAG_BOUND
+    effort = compression.QUICK if lagging else compression.FULL
     try:
-        result = image_optimize(claim, quick=quick)
+        result = image_optimize(claim, effort=effort)
     except Unavailable:
         _release(claim)  # the store failed, not the image: let it be taken again soon
         raise
@@ -213,7 +213,7 @@ def optimize_next() -> str | None:
         )
         _release(claim)
         result = "failed"
-    metrics.record_optimized(result, quick=quick)
+    metrics.record_optimized(result, effort=effort)
     return result
 
 

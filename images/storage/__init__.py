@@ -22,7 +22,7 @@ The object store itself (buckets, keys, boto3) is :mod:`images.storage.objects`.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from django.db import connection, transaction
@@ -46,8 +46,9 @@ from images.storage.objects import (
 
 __all__ = ["Bucket", "split_location", "target"]
 
-# Images up to this size are read whole, with their row (one query for a
-# download stored in the database); larger ones are streamed in pieces.
+# Images held in up to this many bytes are read whole, with their row (one
+# query for a download stored in the database); larger ones are streamed in
+# pieces (:func:`reads_whole`).
 WHOLE_READ_BYTES = 1 << 20
 PIECE_BYTES = 1 << 20
 # Rebuilt images (API.md §12) per process: readers fetch recent images most,
@@ -181,6 +182,21 @@ def _rowid(key: Any) -> int:
 # --- Reading ------------------------------------------------------------------
 
 
+def reads_whole(image: Image) -> bool:
+    """Whether ``image`` is read whole (:func:`image_bytes`) rather than streamed in pieces.
+
+    The one decision, by what is held: a small image comes whole (with its
+    row, from the database), and one held in another form is rebuilt whole
+    whatever its size; anything else is streamed.
+    """
+    return image.at_rest_size <= WHOLE_READ_BYTES or bool(image.at_rest_form)
+
+
+def whole_read_sql(quote: Callable[[str], str]) -> str:
+    """:func:`reads_whole`'s size test as SQL, for a query that reads the bytes with the row."""
+    return f"{quote(Image._meta.get_field('at_rest_size').column)} <= {WHOLE_READ_BYTES}"
+
+
 def image_bytes(image: Image) -> bytes:
     """The whole served image (for images that fit in memory: thumbnails, the optimizer).
 
@@ -206,9 +222,10 @@ def held_bytes(image: Image) -> bytes:
         if loaded is not None:  # the selector leaves large images' bytes unread
             return bytes(loaded)
     size = image.at_rest_size
-    if image.location and size <= WHOLE_READ_BYTES:
+    small = size <= WHOLE_READ_BYTES
+    if image.location and small:
         return object_bytes(image.location, size)
-    if not image.location and size <= WHOLE_READ_BYTES:
+    if not image.location and small:
         row = (
             Image.objects.filter(id=image.id, sha256=image.sha256, at_rest_form=image.at_rest_form)
             .values_list("data")

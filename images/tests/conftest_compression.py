@@ -13,7 +13,7 @@ import zlib
 
 from PIL import Image, ImageCms, ImageSequence
 
-from images.compression import compress, pixels_equal
+from images.compression import FULL, compress, pixels_equal
 
 ICC = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 
@@ -66,13 +66,13 @@ def info(data: bytes) -> dict[str, object]:
         return dict(image.info)
 
 
-def assert_lossless(data: bytes, method: str | None = None, *, quick: bool = False) -> bytes:
+def assert_lossless(data: bytes, method: str | None = None, *, effort: str = FULL) -> bytes:
     """Compress ``data``, check the stored image decodes identically, and return it.
 
     ``method``, when given, is the path that must have been taken: storing the
     original would make the other checks trivially true.
     """
-    result = compress(data, quick=quick)
+    result = compress(data, effort=effort)
     stored = result.data
     if method is not None:
         assert result.method == method

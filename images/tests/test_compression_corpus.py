@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from conftest import corpus_images
-from images.compression import compress, pixels_equal
+from images.compression import FULL, QUICK, compress, pixels_equal
 from images.tests.conftest_compression import info, png_ihdr
 
 
@@ -15,11 +15,11 @@ def corpus() -> list[object]:
     return [pytest.param(path, id=path.name) for path in corpus_images()]
 
 
-@pytest.mark.parametrize("quick", [False, True], ids=["full", "quick"])
+@pytest.mark.parametrize("effort", [FULL, QUICK])
 @pytest.mark.parametrize("path", corpus())
-def test_corpus_image_is_stored_losslessly(path: Path, quick: bool) -> None:
+def test_corpus_image_is_stored_losslessly(path: Path, effort: str) -> None:
     data = path.read_bytes()
-    result = compress(data, quick=quick)
+    result = compress(data, effort=effort)
     assert len(result.data) <= len(data)
     assert pixels_equal(data, result.data)
     before, after = info(data), info(result.data)

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, PngImagePlugin
 
-from images.compression import compress, pixels_equal
+from images.compression import FULL, QUICK, compress, pixels_equal
 from images.tests.conftest_compression import (
     ICC,
     assert_lossless,
@@ -147,12 +147,12 @@ def test_it_never_stores_more_than_it_received() -> None:
     height=st.integers(1, 24),
     seed=st.integers(0, 2**16),
     level=st.sampled_from([0, 9]),
-    quick=st.booleans(),
+    effort=st.sampled_from([FULL, QUICK]),
 )
 def test_any_small_png_round_trips(
-    mode: str, width: int, height: int, seed: int, level: int, quick: bool
+    mode: str, width: int, height: int, seed: int, level: int, effort: str
 ) -> None:
     size = width * height * {"1": 1, "I;16": 2}.get(mode, len(Image.new(mode, (1, 1)).getbands()))
     pixels = random.Random(seed).randbytes(size)
     image = Image.frombytes(mode, (width, height), pixels, "raw", "L" if mode == "1" else mode)
-    assert_lossless(encode(image, "PNG", compress_level=level), quick=quick)
+    assert_lossless(encode(image, "PNG", compress_level=level), effort=effort)

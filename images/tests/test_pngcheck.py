@@ -94,7 +94,7 @@ def judged(data: bytes) -> None:
     """Assert the deferred path refuses ``data`` exactly when Pillow's full decode does.
 
     The check either answers (complete, or refused) or leaves the file to
-    Pillow (``False``), and ``compress(fast=True)`` then decodes it. The one
+    Pillow (``False``), and ``compress(effort=CHECK)`` then decodes it. The one
     allowed difference: a file cut inside its IDAT data is refused, where
     Pillow may still decode every row.
     """
@@ -113,7 +113,7 @@ def judged(data: bytes) -> None:
     elif verdict:
         assert pillow_decodes(data), len(data)
     try:
-        compression.compress(data, fast=True)
+        compression.compress(data, effort=compression.CHECK)
         accepted = True
     except DomainError:
         accepted = False
