@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import os
 import shutil
 import statistics
@@ -34,32 +33,21 @@ from pathlib import Path
 
 from aiocoap import GET, POST, Context, Message
 from aiocoap.numbers.codes import Code
-from PIL import Image
 
 # Replace bench/ on sys.path: its http.py would shadow the standard library.
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from bench.support import LiveCoap, fresh_database, start_runcoap  # noqa: E402 - needs the root
+from bench.coapsupport import LiveCoap, start_runcoap  # noqa: E402
+from bench.support import (  # noqa: E402 - needs the root
+    fresh_database,
+    noise_png_of_size,
+    rss_mib,
+)
 from images.coap.blockwise import MAX_BUFFERED_BYTES, MAX_TRANSFERS  # noqa: E402
 from images.compression import pixels_equal  # noqa: E402
 
 COAP_CLIENT = shutil.which("coap-client") or shutil.which("coap-client-notls")
 SIZES = (("100 KB", 100_000), ("1 MB", 1_000_000))
-
-
-def noise_png(size: int) -> bytes:
-    """An incompressible RGB PNG of about ``size`` bytes."""
-    side = int((size / 3) ** 0.5)
-    out = io.BytesIO()
-    Image.frombytes("RGB", (side, side), os.urandom(side * side * 3)).save(out, "PNG")
-    return out.getvalue()
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS in /proc")
 
 
 class Timestamps:
@@ -104,7 +92,7 @@ async def aiocoap_times(server: LiveCoap, rounds: int, stamp: Timestamps) -> Non
     for label, size in SIZES:
         ups, downs, again = [], [], []
         for _ in range(rounds):
-            image, timestamp = noise_png(size), stamp()
+            image, timestamp = noise_png_of_size(size), stamp()
             up, _ = await timed(
                 context, upload_message(server, image, "bench", timestamp), Code.CREATED
             )
@@ -132,7 +120,7 @@ def coap_client_times(server: LiveCoap, rounds: int, stamp: Timestamps) -> None:
         for label, size in SIZES:
             ups, downs = [], []
             for _ in range(rounds):
-                sent.write_bytes(noise_png(size))
+                sent.write_bytes(noise_png_of_size(size))
                 uri = f"{server.uri}/collections/images?deviceId=bench-libcoap&timestamp={stamp()}"
                 upload = ["-m", "post", "-t", "23", "-b", "1024", "-f", str(sent), uri]
                 download = ["-m", "get", "-b", "1024", "-o", str(received), uri]
@@ -146,7 +134,7 @@ def coap_client_times(server: LiveCoap, rounds: int, stamp: Timestamps) -> None:
 
 
 async def concurrent_uploads(server: LiveCoap, seconds: float, stamp: Timestamps) -> None:
-    image = noise_png(10_000)
+    image = noise_png_of_size(10_000)
     deadline = time.perf_counter() + seconds
 
     async def client(number: int) -> int:

@@ -24,29 +24,17 @@ sys.path[0] = str(ROOT)
 
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
-import io  # noqa: E402
-import random  # noqa: E402
 import tempfile  # noqa: E402
 
 from aiocoap import POST, Context, Message  # noqa: E402
 from aiocoap.optiontypes import BlockOption  # noqa: E402
-from PIL import Image  # noqa: E402
 
-from bench.support import LiveCoap, fresh_database, start_runcoap  # noqa: E402
-
-
-def noise_png(side: int, seed: int) -> bytes:
-    pixels = random.Random(seed).randbytes(side * side)
-    out = io.BytesIO()
-    Image.frombytes("L", (side, side), pixels).save(out, "PNG")
-    return out.getvalue()
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
+from bench.coapsupport import LiveCoap, start_runcoap  # noqa: E402
+from bench.support import (  # noqa: E402
+    fresh_database,
+    noise_png,
+    rss_mib,
+)
 
 
 async def uploads(
@@ -64,7 +52,7 @@ async def uploads(
             request = Message(
                 code=POST,
                 uri=f"{server.uri}/collections/images?deviceId=cam-{n % devices}&timestamp={stamp}",
-                payload=noise_png(side, n),
+                payload=noise_png(side, n, mode="L"),
                 content_format=23,
             )
             response = await client.request(request).response
@@ -79,7 +67,7 @@ async def abandoned(server: LiveCoap, count: int, concurrency: int) -> None:
     """``count`` uploads that send their first 1 KiB block and never the rest."""
     client = await Context.create_client_context()
     limit = asyncio.Semaphore(concurrency)
-    body = noise_png(95, 1)
+    body = noise_png(95, 1, mode="L")
 
     async def one(n: int) -> None:
         async with limit:

@@ -3,8 +3,8 @@
 Usage: python bench/compress.py DIR [--png-settings [--focus FILE]] [--jpeg-child] [--repeat N]
 
 Per file: format, received bytes, then for the full and the quick effort
-(``compress(data)`` and ``compress(data, quick=True)``) the stored / received
-ratio and the CPU time of the whole call (probe, reference decode, optimiser,
+(``compress(data)`` and ``compress(data, effort=QUICK)``) the stored / received
+ratio and the CPU time of the whole call (probe, reference decode, optimizer,
 verifying decode), mozjpeg's child process included; whether the stored
 image decodes to the same pixels and whether ICC and EXIF survived.
 ``--png-settings`` times oxipng alone at the settings that were weighed for
@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
-import resource
 import subprocess
 import sys
 import time
@@ -34,11 +32,10 @@ from PIL import Image
 # Replace bench/ on sys.path: its http.py would shadow the standard library.
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from images import compression  # noqa: E402 - needs the repository root on sys.path
+from bench import support  # noqa: E402 - needs the repository root on sys.path
+from bench.support import images_in, process_cpu  # noqa: E402
+from images import compression  # noqa: E402
 from images.compression import mozjpeg, png  # noqa: E402
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff"}
-_TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
 
 
 def _setting(filters: tuple[str, ...], effort: int) -> dict[str, object]:
@@ -74,21 +71,13 @@ def cpu_seconds() -> float:
     A live child's time comes from /proc in clock ticks (10 ms), so figures
     are averaged over ``--repeat`` runs.
     """
-    reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
-    live = 0
-    for pid in mozjpeg.child_pids():
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        live += int(fields[11]) + int(fields[12])  # utime, stime
-    return time.process_time() + reaped.ru_utime + reaped.ru_stime + live / _TICKS_PER_SECOND
+    live = sum(process_cpu(pid) for pid in mozjpeg.child_pids())
+    return time.process_time() + support.children_cpu() + live
 
 
 def cpu_ms(work: Callable[[], object], repeat: int) -> float:
     """Mean CPU milliseconds of ``work`` after one warm-up call (which starts mozjpeg's child)."""
-    work()
-    started = cpu_seconds()
-    for _ in range(repeat):
-        work()
-    return (cpu_seconds() - started) * 1000 / repeat
+    return support.cpu_ms(work, repeat, clock=cpu_seconds)
 
 
 def metadata(data: bytes) -> dict[str, bytes]:
@@ -115,11 +104,20 @@ def bench(paths: list[Path], repeat: int) -> None:
         data = path.read_bytes()
         row, same, kept, methods = [], [], [], []
         for effort, quick in (("full", False), ("quick", True)):
-            result = compression.compress(data, quick=quick)
+            result = compression.compress(
+                data, effort=compression.QUICK if quick else compression.FULL
+            )
             same.append(compression.pixels_equal(data, result.data))
             kept.append(metadata_kept(data, result.data))
             methods.append(result.method)
-            millis = cpu_ms(partial(compression.compress, data, quick=quick), repeat)
+            millis = cpu_ms(
+                partial(
+                    compression.compress,
+                    data,
+                    effort=compression.QUICK if quick else compression.FULL,
+                ),
+                repeat,
+            )
             total_out[effort] += len(result.data)
             total_ms[effort] += millis
             row.append(f"{len(result.data) / len(data):6.3f} {millis:6.1f}")
@@ -209,7 +207,7 @@ def bench_jpeg_child(paths: list[Path], repeat: int) -> None:
         work = (
             in_process,
             partial(_child_per_image, data),
-            partial(mozjpeg.optimise, data),
+            partial(mozjpeg.optimize, data),
             partial(compression.compress, data),
         )
         figures = [cpu_ms(each, repeat) for each in work]
@@ -226,9 +224,7 @@ def main() -> None:
         "--focus", default="skimage__brick.png", help="file shown alone by --png-settings"
     )
     arguments = parser.parse_args()
-    paths = sorted(
-        path for path in arguments.directory.iterdir() if path.suffix.lower() in IMAGE_SUFFIXES
-    )
+    paths = images_in(arguments.directory)
     bench(paths, arguments.repeat)
     if arguments.png_settings:
         bench_png_settings(paths, arguments.repeat, arguments.focus)

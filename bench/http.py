@@ -31,94 +31,44 @@ import io  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import random  # noqa: E402
-import re  # noqa: E402
 import shutil  # noqa: E402
-import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 import urllib.request  # noqa: E402
 
 from bench.support import (  # noqa: E402
+    CORPUS,
+    INGEST_LUA,
+    cmdline,
+    database_kind,
+    descendants,
     free_port,
     fresh_database,
+    noise_png_of_size,
+    print_wrk,
     query_database,
+    reset_peak,
+    rss_mib,
     serve_env,
-    wait_for_port,
+    start_serve,
+    stop,
+    wrk,
 )
-
-CORPUS = Path(
-    os.environ.get("IMAGE_CORPUS")
-    or next(p for p in (ROOT.parent / "shared" / "corpus", ROOT / "testdata") if p.is_dir())
-)
-
-INGEST_LUA = """
-local body = io.open("{file}", "rb"):read("*all")
-local counter = 0
-local threads = {{}}
-function setup(thread)
-  thread:set("tid", #threads + 1)
-  table.insert(threads, thread)
-end
-function request()
-  counter = counter + 1
-  local path = string.format(
-    "/collections/images?deviceId={prefix}-%d&timestamp=2024-01-01T00:00:00.%06dZ",
-    tid, counter)
-  return wrk.format("POST", path, {{["Content-Type"] = "{content_type}",
-    ["Accept"] = "application/json"}}, body)
-end
-"""
-
-
-def wrk(url: str, seconds: int, connections: int, *extra: str) -> dict[str, float]:
-    out = subprocess.run(
-        wrk_command(url, seconds, connections, *extra), capture_output=True, text=True, check=True
-    ).stdout
-    return wrk_figures(out)
-
-
-def wrk_command(url: str, seconds: int, connections: int, *extra: str) -> list[str]:
-    threads = min(connections, 2)
-    return ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", *extra, url]
-
-
-def wrk_figures(out: str) -> dict[str, float]:
-    """Requests/s, p50 and p99 in ms, and non-2xx/3xx answers, from wrk's report."""
-    result = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}
-    for pct in ("50", "99"):
-        match = re.search(rf"^\s+{pct}(?:\.000)?%\s+([\d.]+)(us|ms|s)", out, re.M)
-        value, unit = float(match.group(1)), match.group(2)
-        result[f"p{pct}"] = value * {"us": 0.001, "ms": 1, "s": 1000}[unit]
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    result["errors"] = int(errors.group(1)) if errors else 0
-    return result
-
-
-def line(name: str, figures: dict[str, float]) -> None:
-    print(
-        f"{name:<44} {figures['rps']:>9.1f} req/s   p50 {figures['p50']:>7.2f} ms"
-        f"   p99 {figures['p99']:>7.2f} ms   errors {figures['errors']:.0f}",
-        flush=True,
-    )
 
 
 class Server:
     def __init__(self, workers: int, database_url: str, tmp: Path) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = serve_env(database_url)
-        self.log = open(tmp / "serve.log", "wb")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(
-            [sys.executable, "manage.py", "serve", "--host", "127.0.0.1"]
-            + ["--port", str(self.port), "--coap-port", "0", "--workers", str(workers)],
-            cwd=ROOT,
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+        self.process = start_serve(
+            tmp / "serve.log",
+            serve_env(database_url),
+            self.port,
+            workers,
+            *("--coap-port", "0"),
+            new_session=True,
         )
-        wait_for_port(self.port, self.process, timeout=60)
 
     def upload(self, data: bytes, content_type: str, device: str, timestamp: str) -> dict:
         request = urllib.request.Request(
@@ -131,32 +81,11 @@ class Server:
             return json.loads(response.read())
 
     def worker_pids(self) -> list[int]:
-        out = subprocess.run(
-            ["pgrep", "-s", str(os.getpgid(self.process.pid))], capture_output=True, text=True
-        ).stdout
-        return [int(pid) for pid in out.split() if int(pid) != self.process.pid]
+        """Every process under serve: granian's and its workers, the optimizer."""
+        return descendants(self.process.pid)
 
     def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=60)
-        self.log.close()
-
-
-def rss_mib(pid: int, field: str = "VmRSS") -> float:
-    try:
-        text = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return 0.0
-    return int(re.search(rf"{field}:\s+(\d+)", text).group(1)) / 1024
-
-
-def reset_peak(pid: int) -> bool:
-    """Reset ``pid``'s VmHWM to its current RSS (Linux clear_refs); False if not allowed."""
-    try:
-        Path(f"/proc/{pid}/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
+        stop(self.process, timeout=60)
 
 
 def populate(database_url: str, start: int, stop: int) -> None:
@@ -194,17 +123,17 @@ def download(server: Server, database_url: str, seconds: int) -> None:
     stored = server.upload(
         (CORPUS / "skimage__brick.png").read_bytes(), "image/png", "dl", "2024-01-01T00:00:00Z"
     )
-    drain_optimiser(database_url, report=False)
+    drain_optimizer(database_url, report=False)
     meta = urllib.request.Request(
         f"{server.url}{stored['href']}", headers={"Accept": "application/json"}
     )
     stored = json.loads(urllib.request.urlopen(meta, timeout=60).read())
     item = f"{server.url}{stored['href']}"
     for connections in (1, 4):
-        line(f"download by id, c{connections}", wrk(item, seconds, connections))
+        print_wrk(f"download by id, c{connections}", wrk(item, seconds, connections))
     etag = f'If-None-Match: "{stored["sha256"]}"'
     for connections in (1, 4):
-        line(f"304 revalidation, c{connections}", wrk(item, seconds, connections, "-H", etag))
+        print_wrk(f"304 revalidation, c{connections}", wrk(item, seconds, connections, "-H", etag))
 
 
 def archived(server: Server, database_url: str, seconds: int) -> None:
@@ -220,7 +149,7 @@ def archived(server: Server, database_url: str, seconds: int) -> None:
         server.upload(photo_jpeg(index), "image/jpeg", "jxl-cold", f"2024-01-02T00:00:{index:02d}Z")
         for index in range(30)
     ]
-    drain_optimiser(database_url, report=False)
+    drain_optimizer(database_url, report=False)
     [(held, served)] = query_database(
         database_url,
         "SELECT SUM(at_rest_size), SUM(stored_size) FROM images_image WHERE device_id LIKE 'jxl%'",
@@ -228,7 +157,9 @@ def archived(server: Server, database_url: str, seconds: int) -> None:
     print(f"archived JPEGs held at {held / served:.4f} of the bytes served")
     item = f"{server.url}{stored['href']}"
     for connections in (1, 4):
-        line(f"download archived JPEG, recent, c{connections}", wrk(item, seconds, connections))
+        print_wrk(
+            f"download archived JPEG, recent, c{connections}", wrk(item, seconds, connections)
+        )
     times = []
     for meta in cold:
         started = time.perf_counter()
@@ -255,8 +186,8 @@ def photo_jpeg(seed: int) -> bytes:
     return out.getvalue()
 
 
-def drain_optimiser(database_url: str, *, report: bool = True) -> None:
-    """Wait for the deferred optimiser, then print what ended up stored for the ingest runs."""
+def drain_optimizer(database_url: str, *, report: bool = True) -> None:
+    """Wait for the deferred optimizer, then print what ended up stored for the ingest runs."""
     started = time.perf_counter()
     pending_sql = "SELECT COUNT(*) FROM images_image WHERE NOT optimized"
     [(pending,)] = query_database(database_url, pending_sql)
@@ -269,7 +200,7 @@ def drain_optimiser(database_url: str, *, report: bool = True) -> None:
         database_url, "SELECT COUNT(*), SUM(original_size), SUM(stored_size) FROM images_image"
     )
     print(
-        f"deferred optimiser finished {time.perf_counter() - started:.1f} s after the ingest runs;"
+        f"deferred optimizer finished {time.perf_counter() - started:.1f} s after the ingest runs;"
         f" {count} images stored at {stored / original:.4f} of their original bytes"
     )
 
@@ -282,13 +213,13 @@ def lookup_url(server: Server, index: int) -> str:
 
 
 def peak_rss(server: Server, database_url: str) -> None:
-    """Each process's peak RSS while a 30 MB PNG is uploaded, then while it is optimised.
+    """Each process's peak RSS while a 30 MB PNG is uploaded, then while it is optimized.
 
     The peak is the kernel's high-water mark (VmHWM), reset just before, so
     no short peak is missed; where resetting is not allowed, RSS is sampled
     every 5 ms instead.
     """
-    image = noise_png(30)
+    image = noise_png_of_size(30_000_000, seed=1, compress_level=1)
     pids = server.worker_pids()
     idle = {pid: rss_mib(pid) for pid in pids}
     exact = all(reset_peak(pid) for pid in pids)
@@ -317,29 +248,12 @@ def peak_rss(server: Server, database_url: str) -> None:
         f" {peak[worst] - idle[worst]:.0f} MiB; {peak[worst] * 2**20 / len(image):.1f}x"
         " the image)"
     )
-    # The deferred optimiser (a separate, low-priority process) then decodes
+    # The deferred optimizer (a separate, low-priority process) then decodes
     # and recompresses it: report that process too.
-    optimiser = [pid for pid in pids if pid != worst and "optimize" in _cmdline(pid)]
-    drain_optimiser(database_url, report=False)
-    for pid in optimiser:
-        print(f"  optimiser process peak RSS {rss_mib(pid, 'VmHWM'):.0f} MiB while optimising it")
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
-
-
-def noise_png(megabytes: int) -> bytes:
-    from PIL import Image
-
-    side = int((megabytes * 1_000_000 / 3) ** 0.5)
-    image = Image.frombytes("RGB", (side, side), random.Random(1).randbytes(side * side * 3))
-    out = io.BytesIO()
-    image.save(out, "PNG", compress_level=1)
-    return out.getvalue()
+    optimizer = [pid for pid in pids if pid != worst and "optimize" in cmdline(pid)]
+    drain_optimizer(database_url, report=False)
+    for pid in optimizer:
+        print(f"  optimizer process peak RSS {rss_mib(pid, 'VmHWM'):.0f} MiB while optimizing it")
 
 
 def main() -> None:
@@ -365,7 +279,7 @@ def main() -> None:
 
 def run(args: argparse.Namespace, parts: set[str], tmp: Path, database_url: str) -> None:
     """The ``parts`` asked for, against one ``serve`` on ``database_url``."""
-    kind = "PostgreSQL" if database_url.startswith("postgres") else "SQLite"
+    kind = database_kind(database_url)
     print(
         f"database: {kind}; server: manage.py serve, {args.workers} workers; {os.cpu_count()} cores"
     )
@@ -389,10 +303,12 @@ def run(args: argparse.Namespace, parts: set[str], tmp: Path, database_url: str)
                     )
                 )
                 figures = wrk(server.url, args.seconds, connections, "-s", str(script))
-                line(f"ingest {name} ({file.stat().st_size // 1000} KB), c{connections}", figures)
+                print_wrk(
+                    f"ingest {name} ({file.stat().st_size // 1000} KB), c{connections}", figures
+                )
 
         if "ingest" in parts:
-            drain_optimiser(database_url)
+            drain_optimizer(database_url)
 
         if "download" in parts:
             download(server, database_url, args.seconds)
@@ -403,9 +319,9 @@ def run(args: argparse.Namespace, parts: set[str], tmp: Path, database_url: str)
         if "lookup" in parts:
             populate(database_url, 0, 100)
             url = lookup_url(server, 50)
-            line("lookup by device+time, 100 rows, c1", wrk(url, args.seconds, 1))
+            print_wrk("lookup by device+time, 100 rows, c1", wrk(url, args.seconds, 1))
             populate(database_url, 100, args.rows)
-            line(f"lookup by device+time, {args.rows:,} rows, c1", wrk(url, args.seconds, 1))
+            print_wrk(f"lookup by device+time, {args.rows:,} rows, c1", wrk(url, args.seconds, 1))
 
         if "rss" in parts:
             peak_rss(server, database_url)

@@ -24,8 +24,15 @@ import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import urllib.request  # noqa: E402
 
-from bench import http as bench_http  # noqa: E402
-from bench.support import free_port, serve_env, wait_for_port  # noqa: E402
+from bench.support import (  # noqa: E402
+    CORPUS,
+    free_port,
+    print_wrk,
+    serve_env,
+    stop,
+    wait_for_port,
+    wrk,
+)
 
 SERVERS = {
     "gunicorn sync, 2 workers": "-m gunicorn -w 2 -b 127.0.0.1:{port}",
@@ -44,7 +51,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-servers-"))
     env = serve_env(f"sqlite:///{tmp / 'db.sqlite3'}", DEBUG="0")
     subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
-    image = (bench_http.CORPUS / "skimage__brick.png").read_bytes()
+    image = (CORPUS / "skimage__brick.png").read_bytes()
     for name, arguments in SERVERS.items():
         port = free_port()
         command = [sys.executable, *arguments.format(port=port).split()]
@@ -66,15 +73,12 @@ def main() -> None:
             meta = json.loads(urllib.request.urlopen(request, timeout=60).read())
             item = url + meta["href"]
             print(name, flush=True)
-            bench_http.line("  download by id, c4", bench_http.wrk(item, args.seconds, 4))
+            print_wrk("  download by id, c4", wrk(item, args.seconds, 4))
             etag = f'If-None-Match: "{meta["sha256"]}"'
-            bench_http.line(
-                "  304 revalidation, c4", bench_http.wrk(item, args.seconds, 4, "-H", etag)
-            )
-            bench_http.line("  /healthz, c4", bench_http.wrk(f"{url}/healthz", args.seconds, 4))
+            print_wrk("  304 revalidation, c4", wrk(item, args.seconds, 4, "-H", etag))
+            print_wrk("  /healthz, c4", wrk(f"{url}/healthz", args.seconds, 4))
         finally:
-            process.terminate()
-            process.wait(timeout=60)
+            stop(process, timeout=60)
 
 
 if __name__ == "__main__":

@@ -1,22 +1,22 @@
-"""Sustained end-to-end ingest at a fixed offered rate, every image optimised (prints figures).
+"""Sustained end-to-end ingest at a fixed offered rate, every image optimized (prints figures).
 
     python bench/sustained.py [--image PATH] [--rates 20 40 60] [--seconds 180]
-        [--optimisers 1 2] [--s3]
+        [--optimizers 1 2] [--s3]
 
-For each offered rate and each number of optimiser processes, a fresh
-``manage.py serve`` (2 HTTP workers, deferred optimisation, its own optimiser)
-plus ``optimisers - 1`` more ``manage.py optimize --watch`` processes, on a
+For each offered rate and each number of optimizer processes, a fresh
+``manage.py serve`` (2 HTTP workers, deferred optimization, its own optimizer)
+plus ``optimizers - 1`` more ``manage.py optimize --watch`` processes, on a
 fresh database (SQLite, or PostgreSQL when DATABASE_URL names it) and, with
 ``--s3``, a bucket of a local SeaweedFS. Uploads of the image (unique keys)
 are sent open-loop at the offered rate for ``--seconds``; ``/metrics`` is read
 every second. Then the backlog is left to drain. Printed per run:
 
-- accepted/s (201s over the run) and optimised/s (images finished during it);
+- accepted/s (201s over the run) and optimized/s (images finished during it);
 - the maximum lag (age of the oldest waiting image) and the backlog at the end;
 - how long the backlog took to drain afterwards;
 - the ratio of all images: bytes held at rest / bytes received;
 - whether the lag stayed bounded (at the end of the run, no image had waited
-  longer than the optimiser's lag bound).
+  longer than the optimizer's lag bound).
 
 Nothing here asserts.
 """
@@ -40,19 +40,27 @@ import time  # noqa: E402
 import urllib.request  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 
-from bench.support import free_port, fresh_database, query_database, stop, wait_for_port  # noqa: E402
+from bench.support import (  # noqa: E402
+    CORPUS,
+    database_kind,
+    free_port,
+    fresh_database,
+    query_database,
+    serve_env,
+    start_serve,
+    stop,
+)
 
-CORPUS = Path(os.environ.get("IMAGE_CORPUS", ROOT.parent / "shared" / "corpus"))
 LAG_BOUND = 60
 
 
 @dataclass
 class Run:
     rate: float
-    optimisers: int
+    optimizers: int
     accepted: int = 0
     errors: int = 0
-    optimised_during: float = 0.0
+    optimized_during: float = 0.0
     max_lag: float = 0.0
     backlog_at_end: float = 0.0
     drain_seconds: float = 0.0
@@ -62,7 +70,7 @@ class Run:
 
     @property
     def bounded(self) -> bool:
-        """Whether the optimiser kept up: at the end, nothing had waited longer than the bound."""
+        """Whether the optimizer kept up: at the end, nothing had waited longer than the bound."""
         return self.lag_at_end <= LAG_BOUND
 
 
@@ -75,7 +83,7 @@ def metrics(base: str, database_url: str) -> dict[str, float]:
     with urllib.request.urlopen(base + "/metrics", timeout=10) as response:
         text = response.read().decode()
     rows = query_database(database_url, "SELECT count(*) FROM images_image WHERE optimized")
-    found = {"optimised": float(rows[0][0]), "backlog": 0.0, "lag": 0.0}
+    found = {"optimized": float(rows[0][0]), "backlog": 0.0, "lag": 0.0}
     for line in text.splitlines():
         if line.startswith("images_optimize_backlog "):
             found["backlog"] = float(line.split()[1])
@@ -126,43 +134,28 @@ def offer(port: int, body: bytes, content_type: str, rate: float, seconds: float
         thread.join()
 
 
-def one_run(image: Path, rate: float, optimisers: int, seconds: float, s3_env: dict) -> Run:
-    run = Run(rate, optimisers)
+def one_run(image: Path, rate: float, optimizers: int, seconds: float, s3_env: dict) -> Run:
+    run = Run(rate, optimizers)
     content_type = "image/png" if image.suffix == ".png" else "image/jpeg"
     body = image.read_bytes()
     with tempfile.TemporaryDirectory() as tmp, fresh_database(Path(tmp)) as database_url:
-        env = {
-            **os.environ,
-            **s3_env,
-            "DATABASE_URL": database_url,
-            "SECRET_KEY": "bench-only",
-            "ALLOWED_HOSTS": "127.0.0.1",
-            "IMAGES_OPTIMIZE_LAG_BOUND": str(LAG_BOUND),
-            "REQUEST_LOG_LEVEL": "WARNING",
-        }
+        env = serve_env(database_url, IMAGES_OPTIMIZE_LAG_BOUND=str(LAG_BOUND), **s3_env)
         port = free_port()
-        log = open(Path(tmp) / "serve.log", "wb")  # noqa: SIM115 - closed with the run
-        server = subprocess.Popen(
-            [sys.executable, "manage.py", "serve", "--host", "127.0.0.1", "--port", str(port)]
-            + ["--coap-port", "0", "--workers", "2"],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        log = Path(tmp) / "serve.log"
+        server = start_serve(log, env, port, 2, "--coap-port", "0")
         extra = []
         try:
-            wait_for_port(port, server, timeout=60)
-            extra = [
-                subprocess.Popen(
-                    [sys.executable, "manage.py", "optimize", "--watch"],
-                    cwd=ROOT,
-                    env=env,
-                    stdout=subprocess.DEVNULL,
-                    stderr=log,
-                )
-                for _ in range(optimisers - 1)
-            ]
+            with open(log, "ab") as output:  # each child writes to its own copy
+                extra = [
+                    subprocess.Popen(
+                        [sys.executable, "manage.py", "optimize", "--watch"],
+                        cwd=ROOT,
+                        env=env,
+                        stdout=subprocess.DEVNULL,
+                        stderr=output,
+                    )
+                    for _ in range(optimizers - 1)
+                ]
             base = f"http://127.0.0.1:{port}"
             loader = threading.Thread(
                 target=offer, args=(port, body, content_type, rate, seconds, run)
@@ -173,7 +166,7 @@ def one_run(image: Path, rate: float, optimisers: int, seconds: float, s3_env: d
                 run.max_lag = max(run.max_lag, figures["lag"])
                 loader.join(timeout=1.0)
             figures = metrics(base, database_url)
-            run.optimised_during = figures["optimised"]
+            run.optimized_during = figures["optimized"]
             run.backlog_at_end = figures["backlog"]
             run.lag_at_end = figures["lag"]
             run.max_lag = max(run.max_lag, figures["lag"])
@@ -191,7 +184,6 @@ def one_run(image: Path, rate: float, optimisers: int, seconds: float, s3_env: d
             for process in extra:
                 stop(process)
             stop(server, timeout=30)
-            log.close()
     return run
 
 
@@ -200,7 +192,7 @@ def main() -> None:
     parser.add_argument("--image", type=Path, default=CORPUS / "skimage__brick.png")
     parser.add_argument("--rates", type=float, nargs="+", default=[20.0, 40.0, 60.0])
     parser.add_argument("--seconds", type=float, default=180.0)
-    parser.add_argument("--optimisers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--optimizers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--s3", action="store_true", help="image bytes in a local SeaweedFS")
     args = parser.parse_args()
 
@@ -209,7 +201,7 @@ def main() -> None:
     if args.s3:
         import boto3
 
-        from ops.objectstore import ObjectStore
+        from ops.seaweedfs import ObjectStore
 
         store = ObjectStore(Path(tempfile.mkdtemp(prefix="bench-weed-")))
         store.wait()
@@ -221,7 +213,7 @@ def main() -> None:
             aws_access_key_id="local",
             aws_secret_access_key="local-secret",
         ).create_bucket(Bucket="bench-images")
-    database = "PostgreSQL" if "postgres" in os.environ.get("DATABASE_URL", "") else "SQLite"
+    database = database_kind()
     print(
         f"image {args.image.name} ({args.image.stat().st_size:,} bytes); "
         f"{args.seconds:.0f} s per run; serve with 2 HTTP workers; database {database}; "
@@ -229,17 +221,17 @@ def main() -> None:
         f"lag bound {LAG_BOUND} s"
     )
     print(
-        f"{'offered/s':>9} {'optimisers':>10} {'accepted/s':>10} {'optimised/s':>11} "
+        f"{'offered/s':>9} {'optimizers':>10} {'accepted/s':>10} {'optimized/s':>11} "
         f"{'max lag s':>9} {'backlog':>7} {'drain s':>7} {'ratio':>6} {'bounded':>7}"
     )
     best: Run | None = None
     try:
         for rate in args.rates:
-            for optimisers in args.optimisers:
-                run = one_run(args.image, rate, optimisers, args.seconds, s3_env)
+            for optimizers in args.optimizers:
+                run = one_run(args.image, rate, optimizers, args.seconds, s3_env)
                 print(
-                    f"{rate:9.1f} {optimisers:10d} {run.accepted / args.seconds:10.1f} "
-                    f"{run.optimised_during / args.seconds:11.1f} {run.max_lag:9.1f} "
+                    f"{rate:9.1f} {optimizers:10d} {run.accepted / args.seconds:10.1f} "
+                    f"{run.optimized_during / args.seconds:11.1f} {run.max_lag:9.1f} "
                     f"{run.backlog_at_end:7.0f} {run.drain_seconds:7.1f} "
                     f"{run.ratios['all']:6.4f} {'yes' if run.bounded else 'no':>7}"
                     + (f"  ({run.errors} errors)" if run.errors else ""),
@@ -255,7 +247,7 @@ def main() -> None:
     else:
         print(
             f"highest offered rate with the lag bounded: {best.rate:.1f}/s "
-            f"({best.optimisers} optimiser{'s' if best.optimisers > 1 else ''}), "
+            f"({best.optimizers} optimizer{'s' if best.optimizers > 1 else ''}), "
             f"stored/original {best.ratios['all']:.4f}"
         )
 

@@ -60,7 +60,7 @@ def images_prune(*, dry_run: bool = False, batch: int = BATCH) -> PruneReport:
         if sqlite:
             # SQLite has one writer at a time, and a waiting upload retries
             # on a growing sleep (up to 100 ms): batches back to back left it
-            # waiting for seconds (bench/lifecycle.py measured p99 3.3 s
+            # waiting for seconds (bench/lifecycle/ measured p99 3.3 s
             # while 50,000 images went). A pause longer than that sleep gives
             # it the lock between batches.
             time.sleep(SQLITE_PAUSE_SECONDS)

@@ -98,7 +98,7 @@ def test_a_registration_gets_the_latest_then_each_newer_image(servers):
     assert notification.opt.observe > registration.opt.observe
     assert notification.opt.etag == bytes.fromhex(newer["sha256"][:16])
     assert notification.payload == http_get(http, newer["href"])
-    assert seconds < 5  # the goal (1 s) is measured by bench/live.py, not asserted
+    assert seconds < 5  # the goal (1 s) is measured by bench/live/, not asserted
 
 
 def test_a_plain_get_of_latest_is_short_lived_and_404_for_an_unknown_device(servers):

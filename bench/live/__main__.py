@@ -1,13 +1,14 @@
 """Live push under load: event streams and CoAP Observe next to uploads (prints figures).
 
-    python bench/live.py [--streams 1000] [--observers 1000] [--uploads 50]
+    python -m bench.live [--streams 1000] [--observers 1000] [--uploads 50]
         [--interval 0.5] [--devices 5] [--all-share 0.1] [--per-socket 32] [--non]
         [--seconds 10] [--rounds 6] [--connections 4] [--rate-image PATH]
-        [--optimiser pause|run] [--quick]
+        [--workers 2] [--optimizer pause|run] [--quick]
 
-Starts one ``manage.py serve`` (2 HTTP workers, its event-stream listener, its
-CoAP endpoint and its optimiser, as deployed) on a fresh database: SQLite, or
-a throwaway PostgreSQL one when DATABASE_URL names PostgreSQL. A second
+Run from the repository root. Starts one ``manage.py serve`` (2 HTTP
+workers, its event-stream listener, its CoAP endpoint and its optimizer, as
+deployed) on a fresh database: SQLite, or a throwaway PostgreSQL one when
+DATABASE_URL names PostgreSQL. A second
 process (the watcher, one asyncio loop) holds the clients: ``--streams``
 server-sent event streams on raw sockets (``--all-share`` of them on
 ``/events``, the rest spread over ``--devices`` devices'
@@ -39,12 +40,12 @@ The upload driver is this process. Printed:
    on each ``/events`` stream: the deliveries are counted. Each round prints
    the CPU seconds during its uploads of serve's processes by role (each HTTP
    worker's apart), of the watcher (it shares the 2 cores with the server)
-   and of wrk, the box's idle share, and the deferred optimiser's backlog. A
+   and of wrk, the box's idle share, and the deferred optimizer's backlog. A
    rate is marked ``!`` when one HTTP worker sat idle through most of it:
    wrk's 4 keep-alive connections had all gone to the other (granian's
    workers take connections as they come), so it measured one worker; the
    last line gives the ratios without those rounds. The
-   optimiser is paused (SIGSTOP) for the rate rounds unless ``--optimiser
+   optimizer is paused (SIGSTOP) for the rate rounds unless ``--optimizer
    run``: running, it takes whatever CPU the servers leave idle, more in one
    round than another, which makes single rounds noisy (read the means).
 
@@ -53,33 +54,20 @@ At the end, the serve log's errors and warnings, if any. Nothing here asserts.
 
 from __future__ import annotations
 
+import argparse
+import os
+import resource
+import shutil
 import sys
+import tempfile
+import time
 from pathlib import Path
 
-# bench/http.py would shadow the standard library's ``http`` (see there).
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[0] = str(ROOT)
-
-import argparse  # noqa: E402
-import os  # noqa: E402
-import resource  # noqa: E402
-import shutil  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-
-from bench.live_clients import WatcherProcess  # noqa: E402
-from bench.live_measure import (  # noqa: E402
-    PNG_NUMBERS,
-    latency,
-    latency_under_load,
-    open_all,
-    paused,
-    print_memory,
-    rates,
-    settle,
-)
-from bench.live_server import Layout, Server, Stamps, memory, small_png  # noqa: E402
-from bench.support import fresh_database  # noqa: E402
+from bench.live.clients import WatcherProcess
+from bench.live.measure import PNG_NUMBERS, latency, open_all, print_memory, settle
+from bench.live.rates import latency_under_load, paused, rates
+from bench.live.server import Layout, Server, Stamps, memory, small_png
+from bench.support import database_kind, fresh_database
 
 FULL = {"streams": 1000, "observers": 1000, "uploads": 50, "seconds": 10, "rounds": 6}
 QUICK = {"streams": 50, "observers": 50, "uploads": 10, "seconds": 3, "rounds": 2}
@@ -87,7 +75,9 @@ WARM_UP = 20  # streams and registrations opened and closed before memory is mea
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.live", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--streams", type=int, help=f"open event streams ({FULL['streams']})")
     parser.add_argument(
         "--observers", type=int, help=f"Observe registrations ({FULL['observers']})"
@@ -105,14 +95,14 @@ def main() -> None:
         "--rate-image",
         type=Path,
         help="PNG or JPEG for the rate rounds (default: a 32x32 noise PNG; a large one leaves"
-        " the optimiser a backlog that competes for the CPU unevenly between rounds)",
+        " the optimizer a backlog that competes for the CPU unevenly between rounds)",
     )
     parser.add_argument("--workers", type=int, default=2, help="serve's HTTP workers")
     parser.add_argument(
-        "--optimiser",
+        "--optimizer",
         choices=("pause", "run"),
         default="pause",
-        help="the deferred optimiser during the rate rounds (default: paused)",
+        help="the deferred optimizer during the rate rounds (default: paused)",
     )
     parser.add_argument(
         "--quick",
@@ -124,7 +114,7 @@ def main() -> None:
         if getattr(args, key) is None:
             setattr(args, key, value)
     if shutil.which("wrk") is None:
-        sys.exit("bench/live.py needs wrk: apt-get install wrk")
+        sys.exit("python -m bench.live needs wrk: apt-get install wrk")
     # Every stream is a socket here and in the listener (serve inherits this).
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     wanted = min(hard, max(soft, 4 * (args.streams + args.observers) + 1024))
@@ -136,7 +126,7 @@ def main() -> None:
 
 
 def run(args: argparse.Namespace, tmp: Path, database_url: str) -> None:
-    kind = "PostgreSQL" if database_url.startswith("postgres") else "SQLite"
+    kind = database_kind(database_url)
     layout = Layout.make(args.streams, args.observers, args.devices, args.all_share)
     every = sum(device is None for device in layout.watched)
     print(
@@ -173,8 +163,8 @@ def run(args: argparse.Namespace, tmp: Path, database_url: str) -> None:
         latency(server, watcher, layout, args, stamps)
         if args.rounds:
             latency_under_load(server, watcher, layout, args, stamps, tmp)
-            optimiser = server.processes().get("optimiser", [])
-            with paused(optimiser if args.optimiser == "pause" else []):
+            optimizer = server.processes().get("optimizer", [])
+            with paused(optimizer if args.optimizer == "pause" else []):
                 rates(server, watcher, layout, args, tmp, database_url)
     finally:
         if watcher is not None:

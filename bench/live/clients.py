@@ -1,4 +1,4 @@
-"""The watcher side of ``bench/live.py``: every client, in one asyncio loop of its own.
+"""The watcher side of ``python -m bench.live``: every client, in one asyncio loop of its own.
 
 ``SseClient`` (one event stream on a raw socket), ``Registration`` and
 ``CoapSocket`` (CoAP Observe registrations, hand-built on UDP sockets),
@@ -6,8 +6,8 @@
 ``watcher_main`` (the child process's loop, driven over a pipe) and
 ``WatcherProcess`` (the parent's handle on it). The child is forked, so it
 needs no import; were it spawned, it would import this module as
-``bench.live_clients`` (the parent's ``sys.path``, with the repository root
-first, goes with it).
+``bench.live.clients`` (the bench runs from the repository root, which the
+child's ``sys.path`` would start with too).
 """
 
 from __future__ import annotations

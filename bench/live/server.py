@@ -1,12 +1,10 @@
-"""The server side of ``bench/live.py``: ``manage.py serve`` and what is measured of it.
+"""The server side of ``python -m bench.live``: ``manage.py serve`` and what is measured of it.
 
 ``Server`` (serve on free loopback ports, uploads, its processes by role, its
-log's problems); helpers that read /proc (process tree, resident set, CPU
-seconds, the kernel's UDP counters); ``Layout`` (what each stream and
-registration watches); the PNGs uploaded; ``Stamps`` (increasing timestamps).
-
-Imported as ``bench.live_server`` once ``bench/live.py`` has put the repository
-root first on ``sys.path``, so that ``http`` here is the standard library's.
+log's problems); what is read of it from /proc (resident set and CPU seconds by
+role, the kernel's UDP counters; the process tree is ``bench.support``'s);
+``Layout`` (what each stream and registration watches); the PNGs uploaded;
+``Stamps`` (increasing timestamps).
 """
 
 from __future__ import annotations
@@ -15,18 +13,27 @@ import http.client
 import io
 import itertools
 import json
-import os
 import re
 import socket
-import subprocess
-import sys
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from bench.support import ROOT, coap_ping, free_port, serve_env, stop, wait_for_port
+from bench.coapsupport import coap_ping
+from bench.support import (
+    cmdline,
+    descendants,
+    free_port,
+    parent_of,
+    process_cpu,
+    serve_env,
+    start_serve,
+    status_kib,
+    stop,
+    wait_for_port,
+)
 
 
 class Server:
@@ -38,24 +45,27 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         env = serve_env(database_url, IMAGES_OBSERVE_TOTAL=str(max(10_000, observers * 2)))
         self.log_path = tmp / "serve.log"
-        self.log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(
-            [sys.executable, "manage.py", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
-            + ["--events-port", str(self.events_port), "--coap-host", "127.0.0.1"]
-            + ["--coap-port", str(self.coap_port), "--workers", str(workers)],
-            cwd=ROOT,
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+        self.process = start_serve(
+            self.log_path,
+            env,
+            self.port,
+            workers,
+            *("--events-port", str(self.events_port), "--coap-host", "127.0.0.1"),
+            *("--coap-port", str(self.coap_port)),
+            new_session=True,
         )
-        wait_for_port(self.port, self.process, timeout=60)
-        wait_for_port(self.events_port, self.process, timeout=60)
-        deadline = time.monotonic() + 60
-        while not coap_ping(self.coap_port):
-            if time.monotonic() > deadline or self.process.poll() is not None:
-                raise RuntimeError(f"no CoAP answer on UDP {self.coap_port} (see {self.log_path})")
-            time.sleep(0.2)
+        try:
+            wait_for_port(self.events_port, self.process, timeout=60)
+            deadline = time.monotonic() + 60
+            while not coap_ping(self.coap_port):
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    raise RuntimeError(
+                        f"no CoAP answer on UDP {self.coap_port} (see {self.log_path})"
+                    )
+                time.sleep(0.2)
+        except BaseException:
+            stop(self.process, timeout=60)
+            raise
         self.connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
 
     def upload(
@@ -76,14 +86,14 @@ class Server:
         """serve's processes by role, found under it in /proc.
 
         ``events``: the stream listener's granian worker; ``coap``: runcoap;
-        ``http``: the WSGI workers; ``optimiser``: the deferred optimiser.
+        ``http``: the WSGI workers; ``optimizer``: the deferred optimizer.
         (Granian's main processes, whose children the workers are, are left out.)
         """
         roles = {
             "events": "config.events:application",
             "http": "config.wsgi:application",
             "coap": "runcoap",
-            "optimiser": "optimize --watch",
+            "optimizer": "optimize --watch",
         }
         found: dict[str, list[int]] = defaultdict(list)
         for pid in descendants(self.process.pid):
@@ -107,35 +117,6 @@ class Server:
     def stop(self) -> None:
         self.connection.close()
         stop(self.process, timeout=60)
-        self.log.close()
-
-
-def parent_of(pid: int) -> int:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0
-    return int(stat.rsplit(")", 1)[1].split()[1])
-
-
-def descendants(root: int) -> list[int]:
-    children: dict[int, list[int]] = defaultdict(list)
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            children[parent_of(int(entry.name))].append(int(entry.name))
-    found, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        found.extend(children[pid])
-        todo.extend(children[pid])
-    return found
-
-
-def cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
 
 
 def udp_counters() -> dict[str, int]:
@@ -148,27 +129,10 @@ def udp_counters() -> dict[str, int]:
     return dict(zip(names, map(int, values), strict=True))
 
 
-def rss_kib(pid: int) -> int:
-    try:
-        text = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return 0
-    return int(re.search(r"VmRSS:\s+(\d+)", text).group(1))
-
-
 def memory(server: Server) -> dict[str, int]:
     """Resident KiB of the stream listener (``events``) and of runcoap (``coap``)."""
     found = server.processes()
-    return {name: sum(rss_kib(pid) for pid in found[name]) for name in ("events", "coap")}
-
-
-def process_cpu(pid: int) -> float:
-    """CPU seconds one process has used so far (user + system; 0 once it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+    return {name: sum(status_kib(pid) for pid in found[name]) for name in ("events", "coap")}
 
 
 def cpu_seconds(server: Server) -> dict[str, dict[int, float]]:
@@ -206,15 +170,6 @@ def small_png(number: int) -> bytes:
     colour = (number & 0xFF, (number >> 8) & 0xFF, (number >> 16) & 0xFF)
     out = io.BytesIO()
     Image.new("RGB", (8, 8), colour).save(out, "PNG")
-    return out.getvalue()
-
-
-def noise_png(side: int) -> bytes:
-    """A ``side`` x ``side`` PNG of random pixels (little for the optimiser to gain or do)."""
-    from PIL import Image
-
-    out = io.BytesIO()
-    Image.frombytes("RGB", (side, side), os.urandom(side * side * 3)).save(out, "PNG")
     return out.getvalue()
 
 

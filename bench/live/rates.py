@@ -1,189 +1,43 @@
-"""The measurements of ``bench/live.py``, each printing its figures as it goes.
+"""The upload and download rates of ``python -m bench.live``, with the clients open and not.
 
-Opening and closing every stream and registration (``open_all``,
-``close_all``), the resident set before and after (``print_memory``), a warm-up
-upload per device (``settle``), ``latency`` from each upload's ``201`` to its
-deliveries (``percentile``, ``summary``), and the upload and download
-``rates`` with wrk, with the clients open and not.
+``rates`` (wrk in rounds, with the CPU each process used and the box's idle
+share), ``latency_under_load`` (``latency`` again while wrk uploads), the image
+they upload (``rate_image``) and the deferred optimizer ``paused`` meanwhile.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import itertools
 import math
 import os
-import resource
 import signal
 import statistics
 import subprocess
 import time
-from collections import Counter, defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench import http as bench_http
-from bench.live_clients import WatcherProcess
-from bench.live_server import (
-    Layout,
-    Server,
-    Stamps,
-    cpu_seconds,
-    memory,
-    noise_png,
-    small_png,
-    udp_counters,
+from bench.live.clients import WatcherProcess
+from bench.live.measure import (
+    LINGER_SECONDS,
+    LOADED_UPLOADS,
+    close_all,
+    latency,
+    open_all,
+    print_memory,
 )
-from bench.support import query_database
-
-SETTLE_SECONDS = 2.0
-LOADED_UPLOADS = 20  # timed uploads under load (each recorded on every stream)
-LINGER_SECONDS = 2.0
-
-
-def percentile(ordered: list[float], fraction: float) -> float:
-    """Nearest rank."""
-    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
-
-
-def summary(latencies: list[float]) -> str:
-    if not latencies:
-        return "no deliveries"
-    ordered = sorted(latencies)
-    late = sum(value > 1.0 for value in ordered)
-    return (
-        f"p50 {percentile(ordered, 0.5) * 1000:7.1f} ms"
-        f"  p99 {percentile(ordered, 0.99) * 1000:7.1f} ms"
-        f"  max {ordered[-1] * 1000:7.1f} ms  min {ordered[0] * 1000:6.1f} ms  over 1 s: {late}"
-    )
-
-
-def open_all(watcher: WatcherProcess, layout: Layout, args: argparse.Namespace) -> dict:
-    opened = watcher.call("open", layout.paths, layout.observed, args.per_socket, not args.non)
-    layout.observing = opened["observing"]
-    streams_ok = opened["streams"].get(200, 0)
-    observing = len(layout.observing)
-    print(
-        f"opened {streams_ok}/{len(layout.paths)} streams in {opened['streams_seconds']:.1f} s"
-        + _others(opened["streams"], 200)
-        + f"; {observing}/{len(layout.observed)} registrations in"
-        f" {opened['observers_seconds']:.1f} s" + _others(opened["observers"], "observing"),
-        flush=True,
-    )
-    return opened
-
-
-def _others(outcomes: Counter, good: Any) -> str:
-    bad = {key: count for key, count in outcomes.items() if key != good}
-    return f" (failed: {bad})" if bad else ""
-
-
-def close_all(watcher: WatcherProcess) -> None:
-    closed = watcher.call("close")
-    print(
-        f"closed them in {closed['seconds']:.1f} s ({closed['deregistered']} registrations"
-        f" cancelled with Observe: 1, {closed['unanswered']} unanswered)",
-        flush=True,
-    )
-
-
-def print_memory(before: dict, after: dict, streams: int, observers: int, label: str) -> None:
-    parts = []
-    for name, count, unit in (
-        ("events", streams, "stream"),
-        ("coap", observers, "registration"),
-    ):
-        grown = after.get(name, 0) - before.get(name, 0)
-        per = f", {grown / count:.1f} KiB per {unit}" if count else ""
-        who = "stream listener" if name == "events" else "runcoap"
-        parts.append(
-            f"{who} {before.get(name, 0) / 1024:.1f} -> {after.get(name, 0) / 1024:.1f} MiB"
-            f" ({grown / 1024:+.1f} MiB{per})"
-        )
-    print(f"RSS {label}: " + "; ".join(parts), flush=True)
-
-
-def settle(server: Server, watcher: WatcherProcess, layout: Layout, stamps: Stamps) -> None:
-    """One upload per watched device (not measured), so every path is warm; then drop it."""
-    for device in layout.devices:
-        server.upload(small_png(next(PNG_NUMBERS)), device, stamps())
-    time.sleep(SETTLE_SECONDS)
-    watcher.call("collect", True)
-
-
-PNG_NUMBERS = itertools.count(1)
-
-
-def latency(
-    server: Server,
-    watcher: WatcherProcess,
-    layout: Layout,
-    args: argparse.Namespace,
-    stamps: Stamps,
-) -> None:
-    uploads = []  # (device, id, etag hex, time of the 201)
-    udp = udp_counters()
-    started = time.monotonic()
-    for number in range(args.uploads):
-        delay = started + number * args.interval - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-        device = layout.devices[number % len(layout.devices)]
-        meta, arrived = server.upload(small_png(next(PNG_NUMBERS)), device, stamps())
-        uploads.append((device, meta["id"], meta["sha256"][:16], arrived))
-    time.sleep(LINGER_SECONDS)
-    found = watcher.call("collect", False)
-    udp = {name: value - udp[name] for name, value in udp_counters().items()}
-
-    watchers_of: dict[str, list[int]] = defaultdict(list)
-    for index, device in enumerate(layout.watched):
-        watchers_of[device or "*"].append(index)
-    observers_of: dict[str, list[int]] = defaultdict(list)
-    for index in layout.observing:
-        observers_of[layout.observed[index]].append(index)
-
-    for label, arrivals, key, expected_of in (
-        ("event streams", found["sse"], 1, lambda d: watchers_of[d] + watchers_of["*"]),
-        ("Observe", found["coap"], 2, lambda d: observers_of[d]),
-    ):
-        latencies, slowest = [], []
-        expected = missing = duplicates = stray = 0
-        for upload in uploads:
-            device, arrived = upload[0], upload[3]
-            wanted = set(expected_of(device))
-            first: dict[int, float] = {}
-            for index, moment in arrivals.get(upload[key], ()):
-                if index not in wanted:
-                    stray += 1
-                elif index in first:
-                    duplicates += 1
-                else:
-                    first[index] = moment
-            expected += len(wanted)
-            missing += len(wanted) - len(first)
-            these = [moment - arrived for moment in first.values()]
-            latencies.extend(these)
-            if these:
-                slowest.append(max(these))
-        print(
-            f"  {label:<14} {expected:6d} expected, {len(latencies):6d} delivered,"
-            f" {missing} missing, {duplicates} duplicates, {stray} to others",
-            flush=True,
-        )
-        print(f"  {'':<14} {summary(latencies)}")
-        if slowest:
-            print(f"  {'':<14} last delivery of each upload: {summary(slowest)}")
-    others = {
-        "streams ended by the server": found["ended"],
-        "unmatched CoAP messages": found["coap_unmatched"],
-    }
-    others.update({f"CoAP socket {name}": count for name, count in found["coap_errors"].items()})
-    # Any UDP datagram lost on this machine meanwhile (all of it is this bench's).
-    others.update({f"kernel UDP {name}": udp[name] for name in ("RcvbufErrors", "SndbufErrors")})
-    if any(others.values()):
-        print("  " + ", ".join(f"{name}: {count}" for name, count in others.items() if count))
+from bench.live.server import Layout, Server, Stamps, cpu_seconds, memory
+from bench.support import (
+    INGEST_LUA,
+    children_cpu,
+    noise_png,
+    query_database,
+    wrk,
+    wrk_command,
+    wrk_figures,
+)
 
 
 def rate_image(args: argparse.Namespace, tmp: Path) -> tuple[Path, str]:
@@ -210,9 +64,7 @@ def latency_under_load(
     """
     image, content_type = rate_image(args, tmp)
     script = tmp / "upload-load.lua"
-    script.write_text(
-        bench_http.INGEST_LUA.format(file=image, prefix="load", content_type=content_type)
-    )
+    script.write_text(INGEST_LUA.format(file=image, prefix="load", content_type=content_type))
     timed = argparse.Namespace(**{**vars(args), "uploads": LOADED_UPLOADS, "interval": 0.25})
     seconds = math.ceil(1 + timed.uploads * timed.interval + LINGER_SECONDS)
     print(
@@ -222,7 +74,7 @@ def latency_under_load(
         flush=True,
     )
     load = subprocess.Popen(
-        bench_http.wrk_command(server.url, seconds, args.connections, "-s", str(script)),
+        wrk_command(server.url, seconds, args.connections, "-s", str(script)),
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -232,7 +84,7 @@ def latency_under_load(
         latency(server, watcher, layout, timed, stamps)
     finally:
         out, _ = load.communicate(timeout=seconds + 60)
-    print(f"  wrk meanwhile: {bench_http.wrk_figures(out)['rps']:.1f} uploads/s", flush=True)
+    print(f"  wrk meanwhile: {wrk_figures(out)['rps']:.1f} uploads/s", flush=True)
 
 
 def rates(
@@ -258,7 +110,7 @@ def rates(
     print(
         "CPU s during the uploads: each role's processes (http: each WSGI worker; listener:"
         " the stream listener; watcher: this bench's clients; wrk), and the box's idle share;"
-        " backlog: images waiting for the optimiser as the round starts. A rate marked ! had"
+        " backlog: images waiting for the optimizer as the round starts. A rate marked ! had"
         " a worker idle for most of its run: wrk's few keep-alive connections all went to the"
         " other (granian's workers take connections as they come), so it measures one worker",
         flush=True,
@@ -266,17 +118,15 @@ def rates(
     print(
         f"{'round':>5} {'open':>4} {'uploads/s':>9} {'p99 ms':>7} {'downloads/s':>11}"
         f" {'p99 ms':>7} {'errors':>6} {'/events deliveries':>18} {'backlog':>7}"
-        f" {'CPU s:':>6} {'http':>9} {'listener':>8} {'coap':>5} {'optimiser':>9} {'watcher':>7}"
+        f" {'CPU s:':>6} {'http':>9} {'listener':>8} {'coap':>5} {'optimizer':>9} {'watcher':>7}"
         f" {'wrk':>4} {'idle':>5}",
         flush=True,
     )
     # Not counted: the first run of each is slower, whatever is open.
     script = tmp / "upload-warm-up.lua"
-    script.write_text(
-        bench_http.INGEST_LUA.format(file=image, prefix="warm-up", content_type=content_type)
-    )
-    bench_http.wrk(server.url, min(3, args.seconds), args.connections, "-s", str(script))
-    bench_http.wrk(item, min(3, args.seconds), args.connections)
+    script.write_text(INGEST_LUA.format(file=image, prefix="warm-up", content_type=content_type))
+    wrk(server.url, min(3, args.seconds), args.connections, "-s", str(script))
+    wrk(item, min(3, args.seconds), args.connections)
     is_open = True
     results: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
     # Per phase (uploads, downloads): the rates of the rounds both workers served.
@@ -295,15 +145,13 @@ def rates(
             is_open = want_open
         script = tmp / f"upload-{number}.lua"
         prefix = f"rate{number}"
-        script.write_text(
-            bench_http.INGEST_LUA.format(file=image, prefix=prefix, content_type=content_type)
-        )
+        script.write_text(INGEST_LUA.format(file=image, prefix=prefix, content_type=content_type))
         [(backlog,)] = query_database(
             database_url, "SELECT COUNT(*) FROM images_image WHERE NOT optimized"
         )
         watcher_cpu = watcher.call("collect", False)["cpu"]
         cpu, idle, wrk_cpu = cpu_seconds(server), idle_share(), children_cpu()
-        up = bench_http.wrk(server.url, args.seconds, args.connections, "-s", str(script))
+        up = wrk(server.url, args.seconds, args.connections, "-s", str(script))
         after_up = cpu_seconds(server)
         idle, wrk_cpu = idle_share(idle), children_cpu() - wrk_cpu
         used = {
@@ -312,7 +160,7 @@ def rates(
         }
         uploading = watcher.call("collect", False)  # (collect starts the counts again)
         watcher_cpu = uploading["cpu"] - watcher_cpu
-        down = bench_http.wrk(item, args.seconds, args.connections)
+        down = wrk(item, args.seconds, args.connections)
         after_down = cpu_seconds(server)
         split = [per_worker(cpu, after_up), per_worker(after_up, after_down)]
         uneven = [min(shares) < 0.25 * max(shares) for shares in split]
@@ -336,7 +184,7 @@ def rates(
             f" {'!' if uneven[1] else ''}{down['rps']:>{11 - uneven[1]}.1f} {down['p99']:>7.1f}"
             f" {up['errors'] + down['errors']:>6.0f} {deliveries:>18} {backlog:>7} {'':>6}"
             f" {'+'.join(f'{value:.1f}' for value in split[0]):>9} {used.get('events', 0):>8.1f}"
-            f" {used.get('coap', 0):>5.1f} {used.get('optimiser', 0):>9.1f}"
+            f" {used.get('coap', 0):>5.1f} {used.get('optimizer', 0):>9.1f}"
             f" {watcher_cpu:>7.1f} {wrk_cpu:>4.1f} {idle:>4.0%}",
             flush=True,
         )
@@ -377,12 +225,6 @@ def per_worker(
     return [workers[pid] - earlier.get(pid, 0.0) for pid in sorted(workers)] or [0.0]
 
 
-def children_cpu() -> float:
-    """CPU seconds of this process's children that have ended (each wrk run)."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 def idle_share(since: tuple[int, int] | None = None) -> Any:
     """Idle and total CPU ticks so far (/proc/stat); given earlier ones, the idle share."""
     fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
@@ -397,7 +239,7 @@ def paused(pids: list[int]) -> Iterator[None]:
     """Stop these processes (SIGSTOP) for the duration; continue them after, whatever happens."""
     if pids:
         print(
-            "the optimiser is paused during the rate rounds (--optimiser run to leave it):"
+            "the optimizer is paused during the rate rounds (--optimizer run to leave it):"
             " its backlog grows, and it takes no CPU from one round more than another",
             flush=True,
         )

@@ -1,14 +1,14 @@
 """What archiving JPEGs as JPEG XL (API.md §12) saves at rest, and what it costs.
 
-Usage: python bench/archive.py [DIR] [--repeat N] [--threads] [--memory]
+Usage: python bench/compact.py [DIR] [--repeat N] [--threads] [--memory]
 
-DIR defaults to ../shared/corpus, else testdata/. Per image: received
+DIR defaults to IMAGE_CORPUS, else ../shared/corpus, else testdata/. Per image: received
 bytes; what is stored today (``compress(data)``: mozjpeg for a JPEG, oxipng
-for a PNG) and its ratio; the JPEG XL archive (``jpeg_archive``) and its
+for a PNG) and its ratio; the compacted form (``jpeg_compact``) and its
 ratio; CPU milliseconds of libjxl's encoder alone, of the whole
-``jpeg_archive`` call (encoding, the verifying rebuild, two sha256) and of
+``jpeg_compact`` call (encoding, the verifying rebuild, two sha256) and of
 ``jpeg_restore`` (what a download pays). Totals: Σ at rest / Σ received over
-the JPEGs, and over every image when the JPEGs are archived and the rest
+the JPEGs, and over every image when the JPEGs are compacted and the rest
 stored as today. CPU is ``time.process_time`` (every thread of this
 process; libjxl runs in it), the mean of ``--repeat`` runs after a warm-up.
 
@@ -37,35 +37,26 @@ from PIL import Image, ImageFile
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[0] = str(ROOT)
 
-from images.compression import compress  # noqa: E402 - needs the repository root on sys.path
-from images.compression.jxl import MAX_PIXELS, jpeg_archive, jpeg_restore  # noqa: E402
+from bench.support import CORPUS, cpu_ms, images_in  # noqa: E402 - needs the repository root
+from images.compression import compress  # noqa: E402
+from images.compression.jxl import MAX_PIXELS, jpeg_compact, jpeg_restore  # noqa: E402
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff"}
 JPEG_SUFFIXES = {".jpg", ".jpeg", ".mpo"}
 MB = 1_000_000
 
-# Run in a child, so that its VmHWM is this archive's alone (plus the interpreter).
+# Run in a child, so that its VmHWM is this compaction's alone (plus the interpreter).
 _CHILD = """
 import sys
 sys.path.insert(0, sys.argv[1])
-from images.compression.jxl import jpeg_archive
+from images.compression.jxl import jpeg_compact
 def peak():
     status = open("/proc/self/status").read().split("\\n")
     return int(next(line for line in status if line.startswith("VmHWM")).split()[1]) // 1024
 data = open(sys.argv[2], "rb").read()
 before = peak()
-archived = jpeg_archive(data, max_pixels=10**10)
-print(before, peak(), "-" if archived is None else len(archived.data))
+compacted = jpeg_compact(data, max_pixels=10**10)
+print(before, peak(), "-" if compacted is None else len(compacted.data))
 """
-
-
-def cpu_ms(work: Callable[[], object], repeat: int) -> float:
-    """Mean CPU milliseconds of ``work`` after one warm-up call."""
-    work()
-    started = time.process_time()
-    for _ in range(repeat):
-        work()
-    return (time.process_time() - started) * 1000 / repeat
 
 
 def cpu_and_wall_ms(work: Callable[[], object], repeat: int) -> tuple[float, float]:
@@ -85,12 +76,12 @@ def bench(paths: list[Path], repeat: int) -> None:
         f"{'form':9} {'enc ms':>7} {'arch ms':>7} {'rebuild':>7}"
     )
     jpeg_in = jpeg_today = jpeg_rest = all_in = all_today = all_rest = 0
-    cpu_totals = [0.0, 0.0, 0.0]  # encode, archive, rebuild
+    cpu_totals = [0.0, 0.0, 0.0]  # encode, compact, rebuild
     for path in paths:
         data = path.read_bytes()
         today = len(compress(data).data)
-        archived = jpeg_archive(data)
-        rest = today if archived is None else len(archived.data)
+        compacted = jpeg_compact(data)
+        rest = today if compacted is None else len(compacted.data)
         all_in, all_today, all_rest = all_in + len(data), all_today + today, all_rest + rest
         figures = f"{'-':9} {'':>7} {'':>7} {'':>7}"
         if path.suffix.lower() in JPEG_SUFFIXES:
@@ -99,15 +90,15 @@ def bench(paths: list[Path], repeat: int) -> None:
                 jpeg_today + today,
                 jpeg_rest + rest,
             )
-        if archived is not None:
-            assert jpeg_restore(archived.data, archived.form) == data
+        if compacted is not None:
+            assert jpeg_restore(compacted.data, compacted.form) == data
             times = (
                 cpu_ms(lambda data=data: imagecodecs.jpegxl_encode_jpeg(data), repeat),
-                cpu_ms(lambda data=data: jpeg_archive(data), repeat),
-                cpu_ms(lambda a=archived: jpeg_restore(a.data, a.form), repeat),
+                cpu_ms(lambda data=data: jpeg_compact(data), repeat),
+                cpu_ms(lambda a=compacted: jpeg_restore(a.data, a.form), repeat),
             )
             cpu_totals = [total + each for total, each in zip(cpu_totals, times, strict=True)]
-            figures = f"{archived.form:9} " + " ".join(f"{each:7.1f}" for each in times)
+            figures = f"{compacted.form:9} " + " ".join(f"{each:7.1f}" for each in times)
         print(
             f"{path.name[:34]:34} {len(data):9,} {today:9,} {today / len(data):6.3f} "
             f"{rest:9,} {rest / len(data):6.3f} {figures}".rstrip()
@@ -115,15 +106,15 @@ def bench(paths: list[Path], repeat: int) -> None:
     if jpeg_in:
         print(
             f"\nJPEGs: {jpeg_in:,} bytes received; today {jpeg_today / jpeg_in:.4f}, "
-            f"archived {jpeg_rest / jpeg_in:.4f} (Σ at rest / Σ received)"
+            f"compacted {jpeg_rest / jpeg_in:.4f} (Σ at rest / Σ received)"
         )
         print(
-            "CPU per MB of JPEG: encode {:.0f} ms, archive (encode + verify) {:.0f} ms, "
+            "CPU per MB of JPEG: encode {:.0f} ms, compact (encode + verify) {:.0f} ms, "
             "rebuild {:.0f} ms".format(*(total * MB / jpeg_in for total in cpu_totals))
         )
     print(
         f"All {len(paths)} images: {all_in:,} bytes received; today {all_today / all_in:.4f}, "
-        f"JPEGs archived and the rest as today {all_rest / all_in:.4f}"
+        f"JPEGs compacted and the rest as today {all_rest / all_in:.4f}"
     )
 
 
@@ -200,20 +191,12 @@ def bench_memory() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    default = ROOT.parent / "shared" / "corpus"
-    parser.add_argument(
-        "directory",
-        type=Path,
-        nargs="?",
-        default=default if default.is_dir() else ROOT / "testdata",
-    )
+    parser.add_argument("directory", type=Path, nargs="?", default=CORPUS)
     parser.add_argument("--repeat", type=int, default=3, help="runs averaged per figure")
     parser.add_argument("--threads", action="store_true", help="also time 1 and 2 encoder threads")
     parser.add_argument("--memory", action="store_true", help="also measure peak RSS")
     arguments = parser.parse_args()
-    paths = sorted(
-        path for path in arguments.directory.iterdir() if path.suffix.lower() in IMAGE_SUFFIXES
-    )
+    paths = images_in(arguments.directory)
     print(f"{arguments.directory}: {len(paths)} images; {imagecodecs.jpegxl_version()}\n")
     bench(paths, arguments.repeat)
     if arguments.threads:
