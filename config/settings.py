@@ -217,7 +217,7 @@ if IMAGES_STORAGE != "db" and not IMAGES_STORAGE.startswith("s3://"):
 S3_ENDPOINT_URL = env_str("S3_ENDPOINT_URL", "") or None
 # Seconds a store request may take before the upload or download is a 503.
 S3_TIMEOUT = env_int("S3_TIMEOUT", 10)
-# Bytes of recently read objects (up to 1 MiB each) each process keeps.
+# Bytes of recently read images (checked, up to 1 MiB held each) each process keeps.
 IMAGES_STORAGE_CACHE_BYTES = env_int("IMAGES_STORAGE_CACHE_MB", 64) * 1024 * 1024
 
 COAP_HOST = env_str("COAP_HOST", "::")

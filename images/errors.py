@@ -90,6 +90,19 @@ class StorageUnavailable(Unavailable):
     """The object store did not answer, or failed, or lost an object (API.md §10)."""
 
 
+class ImageDamaged(Unavailable):
+    """What is stored for an image no longer gives back the bytes it received (API.md §14).
+
+    Read or rebuilt bytes whose size or sha256 differ from the image's: never
+    served, never cached (HTTP 503, CoAP 5.03). ``image_id`` names it.
+    """
+
+    def __init__(self, image_id: object, reason: str) -> None:
+        super().__init__(f"image {image_id} is damaged in storage: {reason}")
+        self.image_id = str(image_id)
+        self.reason = reason
+
+
 def for_error(table: dict[type[DomainError], T], exc: DomainError, default: T) -> T:
     """The entry of ``table`` for ``exc``'s most specific class (front ends map codes)."""
     for cls in type(exc).__mro__:

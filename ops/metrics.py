@@ -96,6 +96,15 @@ class _OwnMetrics:
         yield from REGISTRY.collect()
 
 
+DAMAGED = Counter(
+    "images_damaged_total", "Reads refused because the bytes did not match the image's sha256"
+)
+
+
+def record_damaged() -> None:
+    DAMAGED.inc()
+
+
 PRUNED = Counter("images_pruned_total", "Images deleted by retention (IMAGES_RETENTION_*)")
 
 

@@ -38,7 +38,7 @@ from django.utils import timezone
 from prometheus_client.core import GaugeMetricFamily
 
 from images import compression, sources, storage
-from images.errors import DomainError, Unavailable
+from images.errors import DomainError, ImageDamaged, Unavailable
 from images.models import Image
 from images.services import limits_current
 from ops import metrics
@@ -149,7 +149,11 @@ def image_optimize(claim: Claim, *, effort: str = compression.FULL) -> str:
         logger.warning("image %s: kept as received after %d attempts", image.id, claim.attempts)
         _finish(image, done)
         return "kept"
-    data = storage.image_bytes(image)
+    try:
+        data = storage.image_bytes(image)
+    except ImageDamaged:
+        _finish(image, done)  # nothing to improve on; checkstorage names it
+        return "kept"
     try:
         form = compression.stored_form(
             data,

@@ -22,16 +22,18 @@ The object store itself (buckets, keys, boto3) is :mod:`images.storage.objects`.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import BinaryField, Func, Value
 
 from images import sources
-from images.errors import StorageUnavailable
+from images.errors import ImageDamaged, StorageUnavailable
 from images.models import Image
-from images.storage import pgbinary
+from images.storage import compacted, pgbinary
 from images.storage.cache import BlobCache
 from images.storage.objects import (
     KEY_HASH_DIGITS,
@@ -43,17 +45,23 @@ from images.storage.objects import (
     split_location,
     target,
 )
+from ops import metrics
 
 __all__ = ["Bucket", "split_location", "target"]
+
+logger = logging.getLogger(__name__)
 
 # Images held in up to this many bytes are read whole, with their row (one
 # query for a download stored in the database); larger ones are streamed in
 # pieces (:func:`reads_whole`).
 WHOLE_READ_BYTES = 1 << 20
 PIECE_BYTES = 1 << 20
-# Rebuilt images (API.md §12) per process: readers fetch recent images most,
-# and a rebuild costs about 40 ms per MB (bench/compact.py).
-_rebuilt = BlobCache(64 * 1024 * 1024)
+# Served bytes whose size and sha256 were checked (API.md §14), per process,
+# under their sha256: readers fetch recent images most, a rebuild from JPEG
+# XL costs about 40 ms per MB (bench/compact.py), a store round trip about
+# 1 ms of CPU (bench/storage), and the check itself 1 ms per MB. An entry
+# is exactly the bytes its key names, so it is never stale.
+_checked = BlobCache(settings.IMAGES_STORAGE_CACHE_BYTES)
 
 
 # --- Writing ------------------------------------------------------------------
@@ -198,21 +206,52 @@ def whole_read_sql(quote: Callable[[str], str]) -> str:
 
 
 def image_bytes(image: Image) -> bytes:
-    """The whole served image (for images that fit in memory: thumbnails, the optimizer).
+    """The whole served image, checked (downloads that fit in memory, thumbnails, the optimizer).
 
-    An image held in another form at rest is rebuilt (bit for bit: the
-    rebuild was checked against its sha256 before the original was let go),
-    and kept a while in a bounded cache.
+    What is held is read (an image held in another form at rest is rebuilt
+    from it) and compared with the image's ``stored_size`` and ``sha256``
+    before anything is returned; a mismatch raises :class:`ImageDamaged`
+    (logged and counted). Checked bytes are kept a while in a bounded cache.
     """
-    if image.at_rest_form:
-        data = _rebuilt.get(image.sha256)
-        if data is None:
-            from images.compression.jxl import jpeg_restore  # only compacted images need it
+    data = _checked.get(image.sha256)
+    if data is None:
+        data = _read_checked(image)
+        _checked.put(image.sha256, data)
+    return data
 
-            data = jpeg_restore(held_bytes(image), image.at_rest_form)
-            _rebuilt.put(image.sha256, data)
-        return data
-    return held_bytes(image)
+
+def image_check(image: Image) -> None:
+    """Read what is held for ``image`` (never from a cache) and check it; ImageDamaged if bad.
+
+    ``checkstorage``'s check of one image: a large image is streamed and
+    hashed as it comes, never held whole.
+    """
+    if reads_whole(image):
+        _read_checked(image)
+        return
+    size = image.stored_size
+    for _ in _checked_pieces(image, _held_pieces(image, 0, size - 1), size, whole=True):
+        pass
+
+
+def _read_checked(image: Image) -> bytes:
+    held = held_bytes(image)
+    try:
+        data = compacted.rebuilt(image, held) if image.at_rest_form else held
+    except ValueError as exc:
+        raise _damaged(image, f"its {image.at_rest_form} form does not rebuild ({exc})") from None
+    if len(data) != image.stored_size:
+        raise _damaged(image, f"{len(data):,} bytes where {image.stored_size:,} were stored")
+    if hashlib.sha256(data).hexdigest() != image.sha256:
+        raise _damaged(image, "its bytes do not match its sha256")
+    return data
+
+
+def _damaged(image: Image, reason: str) -> ImageDamaged:
+    """The error for a damaged image, logged and counted once here (API.md §14)."""
+    logger.error("image %s (%s) is damaged: %s", image.id, image.location or "row", reason)
+    metrics.record_damaged()
+    return ImageDamaged(image.id, reason)
 
 
 def held_bytes(image: Image) -> bytes:
@@ -247,7 +286,7 @@ def image_pieces(image: Image, first: int = 0, last: int | None = None) -> Itera
     last = image.stored_size - 1 if last is None else last
     if last < first:
         return iter(())
-    if image.at_rest_form:
+    if reads_whole(image):
         with memoryview(image_bytes(image)) as view:
             return iter(
                 [
@@ -255,7 +294,34 @@ def image_pieces(image: Image, first: int = 0, last: int | None = None) -> Itera
                     for start in range(first, last + 1, PIECE_BYTES)
                 ]
             )
-    return _held_pieces(image, first, last)
+    whole = first == 0 and last == image.stored_size - 1
+    return _checked_pieces(image, _held_pieces(image, first, last), last - first + 1, whole)
+
+
+def _checked_pieces(
+    image: Image, pieces: Iterator[bytes], length: int, whole: bool
+) -> Iterator[bytes]:
+    """``pieces`` as they stream, then their length (and, for the whole image, sha256) checked.
+
+    A streamed image is too large to check before it is sent (API.md §14):
+    a mismatch found at its end raises :class:`ImageDamaged` there, which
+    cuts the response short of its ``Content-Length``, so a client never
+    takes it for the image. A range of a large image is checked for length
+    only: its hash covers the whole.
+    """
+    digest = hashlib.sha256() if whole else None
+    count = 0
+    for piece in pieces:
+        count += len(piece)
+        if count > length:
+            raise _damaged(image, f"more than the {length:,} bytes asked for")
+        if digest is not None:
+            digest.update(piece)
+        yield piece
+    if count != length:
+        raise _damaged(image, f"{count:,} bytes where {length:,} were asked for")
+    if digest is not None and digest.hexdigest() != image.sha256:
+        raise _damaged(image, "its bytes do not match its sha256")
 
 
 def _held_pieces(image: Image, first: int, last: int) -> Iterator[bytes]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -20,7 +20,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from images import storage
-from images.errors import StorageUnavailable
+from images.errors import ImageDamaged, StorageUnavailable
 from images.models import Image
 from images.storage import objects
 
@@ -39,13 +39,6 @@ def _rows(query: Q) -> Iterator[Image]:
         if len(images) < _BATCH:
             return
         after = images[-1].id
-
-
-def _sha256_of(pieces: Iterator[bytes]) -> str:
-    digest = hashlib.sha256()
-    for piece in pieces:
-        digest.update(piece)
-    return digest.hexdigest()
 
 
 # --- Moving -------------------------------------------------------------------
@@ -68,9 +61,8 @@ def image_move(image: Image, destination: str) -> bool:
     switched; the copy is deleted). :class:`StorageUnavailable` when a check
     fails.
     """
+    storage.image_check(image)  # ImageDamaged: nothing damaged is copied
     held = storage.held_bytes(image)
-    if hashlib.sha256(storage.image_bytes(image)).hexdigest() != image.sha256:
-        raise StorageUnavailable(f"image {image.id}: its stored bytes do not match its sha256")
     current = Image.objects.filter(
         id=image.id, sha256=image.sha256, location=image.location, at_rest_form=image.at_rest_form
     )
@@ -113,10 +105,28 @@ class Problem:
         return f"image {self.image_id}: {self.what}{where}"
 
 
-def storage_check(*, grace: timedelta) -> Iterator[Problem]:
+def image_problem(image: Image) -> Problem | None:
+    """What is wrong with one image's bytes (read, rebuilt, sized and hashed), or ``None``.
+
+    :class:`StorageUnavailable` when the store does not answer at all.
+    """
+    try:
+        storage.image_check(image)
+    except ImageDamaged as exc:
+        return Problem(str(image.id), f"damaged: {exc.reason}", image.location)
+    except StorageUnavailable:
+        if image.location and not objects.object_exists(image.location):
+            return Problem(str(image.id), "its object is missing", image.location)
+        raise
+    return None
+
+
+def storage_check(*, grace: timedelta, pace: Callable[[], None] | None = None) -> Iterator[Problem]:
     """Every disagreement between rows and bytes: missing or wrong bytes, objects with no row.
 
-    Each row's bytes are read and hashed. Objects are listed in every
+    Each row's bytes are read (rebuilt, for a compacted image), sized and
+    hashed, never from a cache; ``pace()``, when given, is called before
+    each image (``--scrub-rate``). Objects are listed in every
     bucket and prefix that rows point into and in the one new images go to;
     an object younger than ``grace`` may belong to an upload still in
     flight (object first, row next), so it is not judged.
@@ -126,18 +136,14 @@ def storage_check(*, grace: timedelta) -> Iterator[Problem]:
     if target is not None:
         places.add((target.name, target.prefix))
     for image in _rows(Q()):
+        if pace is not None:
+            pace()
         if image.location:
             bucket, key = objects.split_location(image.location)
             places.add((bucket, key[: key.rfind(str(image.id))]))
-        try:
-            found = _sha256_of(storage.image_pieces(image))
-        except StorageUnavailable as exc:
-            if not objects.object_exists(image.location):
-                yield Problem(str(image.id), "its object is missing", image.location)
-                continue
-            raise exc
-        if found != image.sha256:
-            yield Problem(str(image.id), "its bytes do not match its sha256", image.location)
+        problem = image_problem(image)
+        if problem is not None:
+            yield problem
     cutoff = timezone.now() - grace
     for bucket, prefix in sorted(places):
         yield from _objects_without_rows(bucket, prefix, cutoff)

@@ -3,7 +3,7 @@
 Reached with boto3's client directly rather than through django-storages:
 its ``open()`` copies a whole object into a temporary file before the first
 byte can be read, and it has no ranged read, while a download needs both
-(``bench/storage.py`` measured the two against SeaweedFS: a 1 KB range cost
+(``bench/storage/`` measured the two against SeaweedFS: a 1 KB range cost
 4.9 ms and 4.1 ms of CPU through django-storages, 1.3 ms and 0.8 ms through
 boto3; streaming 30 MB grew the process by 65 MiB against nothing).
 """
@@ -24,7 +24,6 @@ from django.conf import settings
 
 from images import sources
 from images.errors import StorageUnavailable
-from images.storage.cache import BlobCache
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -117,7 +116,7 @@ def object_put(location: str, data: sources.Source, content_type: str, sha256: s
 
     (SeaweedFS, for one, does not check the signed payload hash: a body
     damaged on the way would be stored; a wrong ChecksumSHA256 is refused,
-    as on AWS. bench/storage.py tried both.)
+    as on AWS. bench/storage/ tried both.)
     """
     bucket, key = split_location(location)
     body: Any = data if isinstance(data, bytes) else sources.as_file(data)
@@ -144,18 +143,9 @@ def object_delete(location: str) -> None:
         logger.warning("object store: could not delete %s: %s", location, exc)
 
 
-# Objects never change under their key (a replacement gets a new key), so
-# recently read small ones are kept per process; readers fetch recent images
-# most, and a store round trip costs about 1 ms of CPU (bench/storage.py).
-_recent_objects = BlobCache(settings.IMAGES_STORAGE_CACHE_BYTES)
-
-
 def object_bytes(location: str, size: int) -> bytes:
-    data = _recent_objects.get(location)
-    if data is None:
-        data = b"".join(object_pieces(location, 0, size - 1))
-        _recent_objects.put(location, data)
-    return data
+    """A whole object of ``size`` bytes (its caller checks what came: images.storage)."""
+    return b"".join(object_pieces(location, 0, size - 1))
 
 
 def object_pieces(location: str, first: int, last: int) -> Iterator[bytes]:

@@ -13,7 +13,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from images.errors import StorageUnavailable
+from images.errors import ImageDamaged, StorageUnavailable
 from images.storage.maintenance import image_move, images_to_move
 from images.storage.objects import Bucket
 
@@ -40,7 +40,7 @@ class Command(BaseCommand):
                     skipped += 1
                 if options["verbosity"] > 1:
                     self.stdout.write(f"moved {image.id}")
-        except StorageUnavailable as exc:
+        except (StorageUnavailable, ImageDamaged) as exc:
             raise CommandError(
                 f"{exc.message}; {moved} moved so far, run the command again to go on"
             ) from None
