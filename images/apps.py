@@ -6,7 +6,7 @@ class ImagesConfig(AppConfig):
     verbose_name = "Images"
 
     def ready(self) -> None:
-        from images.lifecycle.optimizer import BacklogCollector
+        from images.lifecycle.backlog import BacklogCollector
         from ops import metrics
 
         metrics.register_collector(BacklogCollector())

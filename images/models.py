@@ -32,8 +32,15 @@ class Image(models.Model):
     modified_at = models.DateTimeField(default=timezone.now)
     # False while a better encoding may still replace the stored bytes.
     optimized = models.BooleanField(default=True)
-    # The optimizer's claim on a waiting image (images.lifecycle.optimizer): until when
-    # the worker that claimed it holds it, and how many claims it has had.
+    # True while what is held may still shrink without changing the served
+    # bytes (a JPEG waiting to be compacted as JPEG XL, API.md §14).
+    compact_pending = models.BooleanField(default=False)
+    # Why background work kept the image as it is, after failing ("" when it
+    # did not fail): ``optimize --status`` lists these, ``--retry`` clears them.
+    failure = models.CharField(max_length=200, blank=True, default="")
+    # A background worker's claim on a waiting image (images.lifecycle.backlog):
+    # until when the worker that claimed it holds it, and how many claims it has
+    # had. An image waits in one backlog at a time (optimizing, then compacting).
     lease_until = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
     # What the database or the store holds for the image (API.md §12): its
@@ -61,7 +68,13 @@ class Image(models.Model):
                 fields=["received_at"],
                 condition=models.Q(optimized=False),
                 name="image_pending_optimization",
-            )
+            ),
+            # The compactor's: as small, for the same reason.
+            models.Index(
+                fields=["received_at"],
+                condition=models.Q(compact_pending=True),
+                name="image_pending_compaction",
+            ),
         ]
 
     def __str__(self) -> str:

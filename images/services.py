@@ -63,6 +63,7 @@ def image_ingest(*, device_id: str, timestamp: datetime, data: sources.Source) -
         compact=settings.IMAGES_COMPACT_JPEG,
     )
     stored = form.served
+    final = form.compact_later or not deferred or stored.content_type not in OPTIMIZABLE_TYPES
     image = Image(
         device_id=device_id,
         timestamp=timestamp,
@@ -73,9 +74,10 @@ def image_ingest(*, device_id: str, timestamp: datetime, data: sources.Source) -
         stored_size=sources.size(stored.data),
         sha256=original_sha256 if stored.data is data else sources.sha256(stored.data),
         original_sha256=original_sha256,
-        optimized=not deferred or stored.content_type not in OPTIMIZABLE_TYPES,
+        optimized=final,
+        compact_pending=form.compact_later,
     )
-    result = _saved(image, stored.data, at_rest=form.at_rest, sha256=original_sha256)
+    result = _saved(image, stored.data, sha256=original_sha256)
     if result.created:
         metrics.record_upload(
             original_size=image.original_size, stored_size=image.at_rest_size, created=True
@@ -128,12 +130,10 @@ def image_import(
     return _saved(image, data, sha256=sha256)
 
 
-def _saved(
-    image: Image, data: sources.Source, *, sha256: str, at_rest: compression.Compacted | None = None
-) -> IngestResult:
+def _saved(image: Image, data: sources.Source, *, sha256: str) -> IngestResult:
     """Store a new image; one stored meanwhile at its key (a race) answers as a retry would."""
     try:
-        storage.image_save(image, data, at_rest=at_rest)
+        storage.image_save(image, data)
     except IntegrityError:
         existing = _image_at(image.device_id, image.timestamp)
         if existing is None:

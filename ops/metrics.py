@@ -96,6 +96,17 @@ class _OwnMetrics:
         yield from REGISTRY.collect()
 
 
+COMPACTED = Counter(
+    "images_compacted_total",
+    "Images the compactor finished, by result (compacted, kept, failed, gone)",
+    ["result"],
+)
+
+
+def record_compacted(result: str) -> None:
+    COMPACTED.labels(result).inc()
+
+
 DAMAGED = Counter(
     "images_damaged_total", "Reads refused because the bytes did not match the image's sha256"
 )

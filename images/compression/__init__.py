@@ -33,7 +33,7 @@ import oxipng
 from images import sources
 from images.compression import mozjpeg, png
 from images.compression.jpeg import jpeg_length
-from images.compression.jxl import Compacted, jpeg_compact
+from images.compression.jxl import Compacted, compactable, jpeg_compact
 from images.compression.pngcheck import png_data_complete
 from images.compression.probing import ImageInfo, Limits, probe
 from images.compression.verify import fingerprint, pixels_equal
@@ -91,10 +91,12 @@ _PNG_OPTIONS = {CHECK: png.CHECK, QUICK: png.QUICK, FULL: png.FULL}
 
 @dataclass(frozen=True)
 class StoredForm:
-    """What to serve for an upload, and what to hold at rest when that differs (API.md §12)."""
+    """What to serve for an upload, and whether what is held may be compacted later (§12, §14)."""
 
     served: Compressed
-    at_rest: Compacted | None  # None: the served bytes themselves are held
+    # The served bytes are final, and a denser form may be held in their
+    # place in the background (:func:`compact`): a JPEG that libjxl takes.
+    compact_later: bool
 
 
 def stored_form(
@@ -107,28 +109,27 @@ def stored_form(
 ) -> StoredForm:
     """The one policy of what to serve and hold for ``data``; ingest and the optimizer ask it.
 
-    ``effort`` CHECK (the request path when a background pass follows): the
-    image is checked and kept as received (BMP/TIFF become PNG), nothing is
-    compacted. Otherwise, with ``compact``, a JPEG (or MPO) is served as
-    received and held as JPEG XL when that rebuilds it bit for bit and is
-    smaller (:func:`compact`); anything else, and a JPEG the encoder
-    refuses, is optimized at ``effort`` (:func:`compress`).
+    With ``compact``, a JPEG (or MPO) that JPEG XL can hold (judged from its
+    frame header, :func:`images.compression.jxl.compactable`) is served as
+    received, final at once, and ``compact_later``: what only makes storage
+    smaller never holds up the answer (API.md §14). Anything else is
+    optimized at ``effort``: CHECK (the request path when a background pass
+    follows) checks the image and keeps it as received (BMP/TIFF become
+    PNG); QUICK and FULL try a smaller lossless encoding (:func:`compress`).
 
-    ``checked``: ``data`` was checked before (every frame decoded, by an
-    earlier pass), so a JPEG on its way to compaction is not decoded again;
-    its byte-exact rebuild is all the check compaction needs. The image is
-    probed once either way.
+    The image is probed once and decoded once (the check every frame must
+    pass), twice when a candidate encoding is verified; ``checked`` says an
+    earlier pass decoded it already, so a compactable JPEG is not decoded
+    again.
     """
     info = probe(data, limits)
-    reference = None
-    if effort != CHECK and compact and info.format == "JPEG":
+    if compact and info.format == "JPEG":
         whole = sources.read_all(data)
-        if not checked:
-            reference = fingerprint(whole, limits)  # every frame decodes: the upload's check
-        at_rest = jpeg_compact(whole)
-        if at_rest is not None:
-            return StoredForm(_as_received(data, info), at_rest)
-    return StoredForm(_compressed(data, info, limits, effort, reference=reference), None)
+        if compactable(whole):
+            if not checked:
+                fingerprint(whole, limits)  # every frame decodes: the upload's check
+            return StoredForm(_as_received(data, info), compact_later=True)
+    return StoredForm(_compressed(data, info, limits, effort), compact_later=False)
 
 
 def compress(
@@ -189,15 +190,8 @@ def _as_received(data: sources.Source, info: ImageInfo) -> Compressed:
     )
 
 
-def _compressed(
-    data: sources.Source,
-    info: ImageInfo,
-    limits: Limits,
-    effort: str,
-    *,
-    reference: bytes | None = None,
-) -> Compressed:
-    """:func:`compress` of a probed image (whose :func:`fingerprint` may be known already)."""
+def _compressed(data: sources.Source, info: ImageInfo, limits: Limits, effort: str) -> Compressed:
+    """:func:`compress` of a probed image."""
     if effort == CHECK and info.format == "PNG" and png_data_complete(data):
         # Nothing to try for a PNG that is only checked, so no reference
         # decode: checking the encoding is enough, in bounded memory.
@@ -205,7 +199,7 @@ def _compressed(
     data = sources.read_all(data)
     # Decoding every frame validates the input and is the reference the
     # candidate must match.
-    reference = reference or fingerprint(data, limits)
+    reference = fingerprint(data, limits)
     stored, content_type, method = data, info.content_type, "original"
     candidate = _optimized(data, info, limits, effort)
     if candidate is not None and len(candidate[0]) < len(data):

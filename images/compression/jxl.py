@@ -110,6 +110,31 @@ class Compacted:
     form: str  # FORM_JXL or FORM_PARTS
 
 
+# Frame headers libjxl transcodes (ISO/IEC 18181-2 keeps Huffman-coded
+# JPEGs): baseline, extended and progressive Huffman (SOF0-SOF2), 8-bit
+# samples, grey or three components. Arithmetic coding, lossless JPEG,
+# 12-bit samples and CMYK it refuses.
+_TRANSCODED_MARKERS = frozenset({0xC0, 0xC1, 0xC2})
+
+
+def compactable(data: bytes, *, max_pixels: int = MAX_PIXELS) -> bool:
+    """Whether :func:`jpeg_compact` may take ``data``, judged from its first frame header alone.
+
+    True for a JPEG whose first picture libjxl transcodes and which is not
+    over ``max_pixels``; the encoder still has the last word (a damaged
+    stream, a form that is not smaller), after which the image is simply
+    held as received. False means: take today's path (API.md §12).
+    """
+    header = mpo.frame(data)
+    return (
+        header is not None
+        and header.marker in _TRANSCODED_MARKERS
+        and header.precision == 8
+        and header.components in (1, 3)
+        and 0 < header.width * header.height <= max_pixels
+    )
+
+
 def jpeg_compact(data: bytes, *, max_pixels: int = MAX_PIXELS) -> Compacted | None:
     """A form strictly smaller than ``data`` from which ``data`` is rebuilt bit for bit, or None.
 

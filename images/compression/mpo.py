@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from images.compression.jpeg import jpeg_length
 
@@ -65,19 +66,36 @@ def pictures(data: bytes) -> list[tuple[int, int]]:
     return spans
 
 
+@dataclass(frozen=True)
+class Frame:
+    """A picture's frame header (T.81 §B.2.2): its coding process, sample precision and size."""
+
+    marker: int  # SOF0 to SOF15: baseline, extended, progressive, lossless; Huffman or arithmetic
+    precision: int  # bits per sample
+    height: int  # 0: given later, in a DNL segment (§B.2.5)
+    width: int
+    components: int
+
+
+def frame(picture: bytes) -> Frame | None:
+    """The picture's frame header, read from its markers; None without a usable one."""
+    for marker, start, end in _header_segments(picture):
+        if marker in _SOF_MARKERS:
+            if end - start < 6:
+                return None
+            precision, height, width, components = struct.unpack_from(">BHHB", picture, start)
+            return Frame(marker, precision, height, width, components)
+    return None
+
+
 def frame_pixels(picture: bytes) -> int | None:
-    """Width x height from the picture's frame header (T.81 §B.2.2); None without a usable one.
+    """Width x height from the picture's frame header; None without a usable one.
 
     A height of 0 means the number of lines comes later, in a DNL segment
     (§B.2.5): the size is then unknown here, and so is the cost of decoding.
     """
-    for marker, start, end in _header_segments(picture):
-        if marker in _SOF_MARKERS:
-            if end - start < 5:
-                return None
-            height, width = struct.unpack_from(">HH", picture, start + 1)
-            return width * height or None
-    return None
+    header = frame(picture)
+    return None if header is None else header.width * header.height or None
 
 
 def _header_segments(picture: bytes) -> Iterator[tuple[int, int, int]]:

@@ -67,28 +67,25 @@ _checked = BlobCache(settings.IMAGES_STORAGE_CACHE_BYTES)
 # --- Writing ------------------------------------------------------------------
 
 
-def image_save(image: Image, data: sources.Source, *, at_rest: Any = None) -> None:
-    """INSERT ``image`` and what it holds at rest, atomically as far as readers can see.
+def image_save(image: Image, data: sources.Source) -> None:
+    """INSERT ``image`` holding ``data`` (its served bytes), atomically as far as readers can see.
 
-    What is held is ``data`` (the served bytes), or ``at_rest`` (an
-    :class:`images.compression.jxl.Compacted` from which ``data`` is rebuilt).
     In the database: the row holds it (written in pieces when large). In a
     bucket: the object first, then the row; if the row does not commit (a
     race lost to the unique constraint, any error), the object is deleted
-    before the exception goes on. Run outside any transaction.
+    before the exception goes on. Run outside any transaction. A denser form
+    may replace what is held later (:func:`image_replace`).
     """
-    held: sources.Source = data if at_rest is None else at_rest.data
-    image.at_rest_size = sources.size(held)
-    image.at_rest_form = "" if at_rest is None else at_rest.form
-    held_sha256 = image.sha256 if at_rest is None else hashlib.sha256(at_rest.data).hexdigest()
+    image.at_rest_size = sources.size(data)
+    image.at_rest_form = ""
     bucket = target()
     if bucket is None:
         image.location = ""
         with transaction.atomic():
-            _insert_with_bytes(image, held)
+            _insert_with_bytes(image, data)
         return
-    image.location = bucket.location(bucket.key_for(image.id, held_sha256))
-    object_put(image.location, held, image.content_type, held_sha256)
+    image.location = bucket.location(bucket.key_for(image.id, image.sha256))
+    object_put(image.location, data, image.content_type, image.sha256)
     try:
         image.data = b""
         image.save(force_insert=True)
@@ -205,14 +202,18 @@ def whole_read_sql(quote: Callable[[str], str]) -> str:
     return f"{quote(Image._meta.get_field('at_rest_size').column)} <= {WHOLE_READ_BYTES}"
 
 
-def image_bytes(image: Image) -> bytes:
+def image_bytes(image: Image, *, cached: bool = True) -> bytes:
     """The whole served image, checked (downloads that fit in memory, thumbnails, the optimizer).
 
     What is held is read (an image held in another form at rest is rebuilt
     from it) and compared with the image's ``stored_size`` and ``sha256``
     before anything is returned; a mismatch raises :class:`ImageDamaged`
-    (logged and counted). Checked bytes are kept a while in a bounded cache.
+    (logged and counted). Checked bytes are kept a while in a bounded cache,
+    for readers; background work, which reads each image once, passes
+    ``cached=False`` and neither looks there nor fills it.
     """
+    if not cached:
+        return _read_checked(image)
     data = _checked.get(image.sha256)
     if data is None:
         data = _read_checked(image)

@@ -1,4 +1,8 @@
-"""API.md §10: the optimizer's shared backlog: claims, leases, attempts, outages, metrics."""
+"""API.md §10, §14: the shared backlogs: claims, leases, attempts, outages, metrics, status.
+
+The optimize backlog is exercised with JPEGs taking mozjpeg's path
+(compaction off); the compact backlog's own behaviour is at the end.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +12,14 @@ import sys
 from datetime import timedelta
 
 import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
 from django.utils import timezone
 from PIL import Image as PILImage
 
 from conftest import ROOT, png_bytes, start_runserver, stop
 from images.errors import StorageUnavailable
-from images.lifecycle import optimizer
+from images.lifecycle import backlog, compactor, optimizer
 from images.models import Image
 
 pytestmark = pytest.mark.django_db
@@ -24,6 +30,7 @@ URL = "/collections/images?deviceId=backlog&timestamp=2024-02-{day:02d}T00:00:00
 @pytest.fixture(autouse=True)
 def deferred(settings):
     settings.IMAGES_OPTIMIZE = "deferred"
+    settings.IMAGES_COMPACT_JPEG = False
 
 
 def jpeg(seed: int) -> bytes:
@@ -41,7 +48,7 @@ def upload(client, day: int) -> dict:
 
 def test_each_claim_takes_another_image_oldest_first(client):
     first, second = upload(client, 1), upload(client, 2)
-    claims = [optimizer.backlog_claim(), optimizer.backlog_claim(), optimizer.backlog_claim()]
+    claims = [backlog.OPTIMIZE.claim(), backlog.OPTIMIZE.claim(), backlog.OPTIMIZE.claim()]
     assert [str(claim.image_id) for claim in claims[:2]] == [first["id"], second["id"]]
     assert claims[2] is None
     assert [claim.attempts for claim in claims[:2]] == [1, 1]
@@ -49,10 +56,10 @@ def test_each_claim_takes_another_image_oldest_first(client):
 
 def test_a_dead_workers_image_is_taken_over_once_its_lease_runs_out(client, settings):
     meta = upload(client, 1)
-    assert optimizer.backlog_claim() is not None  # this worker dies holding it
-    assert optimizer.backlog_claim() is None
+    assert backlog.OPTIMIZE.claim() is not None  # this worker dies holding it
+    assert backlog.OPTIMIZE.claim() is None
     later = timezone.now() + timedelta(seconds=settings.IMAGES_OPTIMIZE_LEASE + 1)
-    taken = optimizer.backlog_claim(now=later)
+    taken = backlog.OPTIMIZE.claim(now=later)
     assert str(taken.image_id) == meta["id"]
     assert taken.attempts == 2
 
@@ -121,7 +128,7 @@ def test_coap_and_http_promise_a_long_life_only_once_bytes_are_final(client):
 @pytest.mark.slow
 def test_concurrent_workers_optimize_each_image_exactly_once(tmp_path):
     """Three ``optimize`` processes on one database share 24 waiting images."""
-    server = start_runserver(tmp_path, {"IMAGES_OPTIMIZE": "deferred"})
+    server = start_runserver(tmp_path, {"IMAGES_OPTIMIZE": "deferred", "IMAGES_COMPACT_JPEG": "0"})
     try:
         import urllib.request
 
@@ -134,7 +141,7 @@ def test_concurrent_workers_optimize_each_image_exactly_once(tmp_path):
             assert urllib.request.urlopen(request).status == 201
     finally:
         stop(server.process)
-    env = {"DATABASE_URL": server.database_url, "PYTHONUNBUFFERED": "1"}
+    env = {"DATABASE_URL": server.database_url, "PYTHONUNBUFFERED": "1", "IMAGES_COMPACT_JPEG": "0"}
     workers = [
         subprocess.Popen(
             [sys.executable, "manage.py", "optimize", "--nice", "0"],
@@ -149,4 +156,57 @@ def test_concurrent_workers_optimize_each_image_exactly_once(tmp_path):
     assert sum(counts) == 24
     rows = server.query("SELECT optimized, attempts FROM images_image")
     assert len(rows) == 24
-    assert all(optimized and attempts == 1 for optimized, attempts in rows)
+    assert all(optimized and attempts == 1 for optimized, attempts in rows), rows
+
+
+# --- The compact backlog, and the two together ------------------------------------
+
+
+def test_a_compactable_jpeg_waits_in_the_compact_backlog_not_the_optimize_one(client, settings):
+    settings.IMAGES_COMPACT_JPEG = True
+    meta = upload(client, 1)
+    row = Image.objects.get(id=meta["id"])
+    assert (row.optimized, row.compact_pending) == (True, True)
+    assert optimizer.optimize_next() is None
+    assert compactor.compact_next() == "compacted"
+    row = Image.objects.get(id=meta["id"])
+    assert (row.compact_pending, row.at_rest_form, row.sha256) == (False, "jxl", meta["sha256"])
+    assert compactor.compact_next() is None
+
+
+def test_compacting_yields_while_optimizing_lags_then_catches_up(client, settings):
+    settings.IMAGES_OPTIMIZE_LAG_BOUND = 60  # a short bound
+    png = client.post(
+        URL.format(day=1), png_bytes(size=(64, 48), seed=3), content_type="image/png"
+    ).json()
+    settings.IMAGES_COMPACT_JPEG = True
+    jpeg_meta = upload(client, 2)
+    # A sustained offered rate: the optimize backlog is behind its bound.
+    Image.objects.filter(id=png["id"]).update(received_at=timezone.now() - timedelta(minutes=5))
+    assert compactor.compact_next() is None  # yields: the JPEG stays held as received
+    assert Image.objects.get(id=jpeg_meta["id"]).compact_pending
+    assert client.get(jpeg_meta["href"]).status_code == 200  # and served at once meanwhile
+    assert optimizer.optimize_next() == "optimized"  # the load falls
+    assert compactor.compact_next() == "compacted"
+
+
+def test_status_lists_both_backlogs_and_the_failed_which_retry_queues_again(
+    client, settings, capsys
+):
+    settings.IMAGES_COMPACT_JPEG = True
+    kept = upload(client, 1)
+    upload(client, 2)
+    Image.objects.filter(id=kept["id"]).update(attempts=settings.IMAGES_OPTIMIZE_ATTEMPTS)
+    assert compactor.compact_next() == "kept"  # used up its attempts: held as received
+    call_command("optimize", status=True)
+    out = capsys.readouterr().out
+    assert "compact backlog: 1 waiting" in out
+    assert "optimize backlog: 0 waiting" in out
+    assert f"{kept['id']}  backlog  compact: gave up after" in out
+    call_command("optimize", retry=[kept["id"]])
+    assert "queued 1 image again" in capsys.readouterr().out
+    row = Image.objects.get(id=kept["id"])
+    assert (row.compact_pending, row.failure, row.attempts) == (True, "", 0)
+    assert compactor.compact_next() == "compacted"
+    with pytest.raises(CommandError, match="had not failed"):
+        call_command("optimize", retry=[kept["id"]])

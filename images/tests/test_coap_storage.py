@@ -55,7 +55,7 @@ def optimize(server: LiveCoap, bucket_env: dict[str, str]) -> None:
     )
 
 
-def test_max_age_is_short_until_the_bytes_are_final_then_a_year(coap, server, bucket_env):
+def test_a_jpeg_is_final_at_once_and_held_as_jpeg_xl_later(coap, server, bucket_env):
     image = PILImage.open(io.BytesIO(png_bytes(size=(160, 120), seed=8))).convert("RGB")
     out = io.BytesIO()
     image.save(out, "JPEG", quality=92)
@@ -68,7 +68,8 @@ def test_max_age_is_short_until_the_bytes_are_final_then_a_year(coap, server, bu
 
     before = coap.request(GET, path)
     assert before.code == Code.CONTENT
-    assert before.opt.max_age == 3600  # IMAGES_CACHE_MAX_AGE: the bytes may still change
+    # API.md §14: the served bytes are the upload's, final from the first answer.
+    assert before.opt.max_age == YEAR
     assert before.payload == out.getvalue()
 
     optimize(server, bucket_env)

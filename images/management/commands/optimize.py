@@ -1,36 +1,36 @@
-"""``optimize``: the full lossless pass for images stored by a fast one.
+"""``optimize``: the background work, optimizing and compacting (API.md §10, §14).
 
-With IMAGES_OPTIMIZE=deferred, ingest stores the checked image and marks it
-waiting; this command finishes the job (:mod:`images.lifecycle.optimizer`). ``serve``
-runs it with ``--watch`` at a lower CPU priority, so it takes what ingest
-leaves idle; any number of them may run, on any number of machines sharing
-the database, and each waiting image is finished by exactly one.
-
-A worker outlives an outage: when the database or the object store stops
-answering, it waits (doubling the wait up to a minute) and tries again.
+Optimizing gives images stored by the fast pass (IMAGES_OPTIMIZE=deferred)
+their final bytes; compacting holds finished JPEGs as JPEG XL without
+changing what is served (:mod:`images.lifecycle`). Without flags, both
+backlogs are drained once. ``--watch`` keeps running: ``serve`` runs
+``--optimizers`` of these at a lower CPU priority, and any number of them
+may run, on any number of machines sharing the database; each waiting
+image is taken by exactly one. ``--status`` shows both backlogs and the
+images kept as received after failing; ``--retry ID...`` queues those
+again; ``--compact`` queues the JPEGs stored before compaction existed.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
-import time
+import threading
+import uuid
 from types import FrameType
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
-from django.db import DatabaseError, close_old_connections
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils import timezone
 
-from images.errors import Unavailable
-from images.lifecycle.optimizer import compact_next, optimize_next
-
-logger = logging.getLogger(__name__)
-_LONGEST_WAIT_SECONDS = 60.0
+from images.lifecycle.backlog import BACKLOGS, failed_images, images_retry
+from images.lifecycle.compactor import compact_earlier, compact_next
+from images.lifecycle.optimizer import optimize_next
+from images.lifecycle.workers import start_compacting, work_loop
 
 
 class Command(BaseCommand):
-    help = "Optimize images stored by the fast pass (IMAGES_OPTIMIZE=deferred)."
+    help = "Optimize and compact images in the background (both backlogs; --watch keeps going)."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--watch", action="store_true", help="keep running, polling")
@@ -41,65 +41,76 @@ class Command(BaseCommand):
             "--rearchive",  # its name until 2026-12; deprecated (docs/compaction.md)
             dest="compact",
             action="store_true",
-            help="hold JPEGs stored before compaction as JPEG XL (resumable, verified)",
+            help="queue JPEGs stored before compaction for JPEG XL at rest, and compact them",
+        )
+        parser.add_argument(
+            "--status", action="store_true", help="both backlogs, and the images kept after failing"
+        )
+        parser.add_argument(
+            "--retry", nargs="+", metavar="ID", help="queue these failed images again"
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if options["status"]:
+            self._status()
+            return
+        if options["retry"]:
+            self._retry(options["retry"])
+            return
         os.nice(options["nice"])
-        stopping = False
+        stopping = threading.Event()
 
         def stop(signum: int, frame: FrameType | None) -> None:
-            nonlocal stopping
-            stopping = True
+            stopping.set()
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         if options["compact"]:
-            self._compact(lambda: stopping)
+            self._compact(stopping)
             return
-        total = 0
-        wait = options["interval"]
-        while not stopping:
-            try:
-                result = optimize_next()
-            except (DatabaseError, Unavailable) as exc:
-                if not options["watch"]:
-                    raise
-                logger.warning("optimizer: %s; trying again in %.0f s", exc, wait)
-                _sleep(wait, lambda: stopping)
-                wait = min(wait * 2, _LONGEST_WAIT_SECONDS)
-                close_old_connections()
-                continue
-            wait = options["interval"]
-            if result is not None:
-                total += 1
-                continue
-            if not options["watch"]:
-                break
-            _sleep(options["interval"], lambda: stopping)
-            # A long-lived loop, like a request cycle: drop broken or expired
-            # connections (CONN_MAX_AGE) between rounds.
-            close_old_connections()
-        self.stdout.write(f"optimized {total} image{'' if total == 1 else 's'}")
+        interval, watch = options["interval"], options["watch"]
+        compactor = start_compacting(stopping, interval=interval) if watch else None
+        optimized = work_loop(
+            optimize_next, name="optimizer", stopping=stopping, interval=interval, watch=watch
+        )
+        if compactor is not None:
+            compactor.join()
+            return
+        compacted = work_loop(compact_next, name="compactor", stopping=stopping, watch=False)
+        self.stdout.write(f"optimized {optimized} image{'' if optimized == 1 else 's'}")
+        self.stdout.write(f"compacted {compacted} image{'' if compacted == 1 else 's'}")
 
-    def _compact(self, stopping: Any) -> None:
+    def _compact(self, stopping: threading.Event) -> None:
         counts: dict[str, int] = {}
-        after = None
-        while not stopping():
-            done = compact_next(after=after)
-            if done is None:
-                break
-            after, result = done
+        after = compact_earlier()
+        while after is not None and not stopping.is_set():
+            while not stopping.is_set() and (result := compact_next()) is not None:
+                counts[result] = counts.get(result, 0) + 1
+            after = compact_earlier(after=after)
+        while not stopping.is_set() and (result := compact_next()) is not None:
             counts[result] = counts.get(result, 0) + 1
-        self.stdout.write(f"compacted: {_compact_report(counts)}")
+        report = ", ".join(f"{result} {count}" for result, count in sorted(counts.items()))
+        self.stdout.write(f"compacted: {report or 'nothing'}")
 
+    def _status(self) -> None:
+        now = timezone.now()
+        for backlog in BACKLOGS:
+            status = backlog.status()
+            self.stdout.write(
+                f"{backlog.name} backlog: {status.waiting} waiting,"
+                f" lag {status.lag_seconds(now):.1f} s"
+            )
+        failed = failed_images()
+        self.stdout.write(f"kept as received after failing: {len(failed)}")
+        for image in failed:
+            self.stdout.write(f"  {image.id}  {image.device_id}  {image.failure}")
 
-def _compact_report(counts: dict[str, int]) -> str:
-    return ", ".join(f"{result} {count}" for result, count in sorted(counts.items())) or "nothing"
-
-
-def _sleep(seconds: float, stopping: Any) -> None:
-    """Sleep up to ``seconds``, waking early once ``stopping()`` is true."""
-    deadline = time.monotonic() + seconds
-    while not stopping() and time.monotonic() < deadline:
-        time.sleep(min(0.2, deadline - time.monotonic()))
+    def _retry(self, ids: list[str]) -> None:
+        try:
+            keys = [uuid.UUID(each) for each in ids]
+        except ValueError:
+            raise CommandError("--retry takes image ids (UUIDs)") from None
+        retried = images_retry(keys)
+        self.stdout.write(f"queued {retried} image{'' if retried == 1 else 's'} again")
+        if retried < len(keys):
+            raise CommandError(f"{len(keys) - retried} of them had not failed (or do not exist)")

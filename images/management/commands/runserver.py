@@ -1,17 +1,24 @@
-"""``runserver`` that applies pending migrations first (API.md §7).
+"""``runserver`` that applies pending migrations first and compacts in the background (API.md §7).
 
 A fresh clone needs nothing but ``python manage.py runserver``. Migrations run
 once, in the process that starts the autoreloader, not again in each reload.
+The serving process also runs the compact backlog in a thread at the lowest
+CPU priority (:mod:`images.lifecycle.workers`), so JPEGs uploaded to the
+embedded default are held as JPEG XL a moment after their answer, with
+nothing else to start.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any
 
 from django.contrib.staticfiles.management.commands.runserver import Command as RunserverCommand
 from django.core.management import call_command
 from django.core.servers.basehttp import WSGIRequestHandler
+
+from images.lifecycle.workers import start_compacting
 
 # The development server's own answers to malformed HTTP (a bad request line,
 # an oversized header) come from http.server as HTML; http.server's documented
@@ -28,3 +35,8 @@ class Command(RunserverCommand):
         if os.environ.get("RUN_MAIN") != "true":
             call_command("migrate", interactive=False, verbosity=0)
         super().handle(*args, **options)
+
+    def inner_run(self, *args: Any, **options: Any) -> None:
+        # The serving process (the autoreloader's child, or the only one).
+        start_compacting(threading.Event())
+        super().inner_run(*args, **options)

@@ -53,6 +53,12 @@ class Command(BaseCommand):
             "--workers", type=int, default=os.cpu_count() or 1, help="HTTP worker processes"
         )
         parser.add_argument(
+            "--optimizers",
+            type=int,
+            default=os.cpu_count() or 1,
+            help="background workers (optimizing, and compacting at the lowest priority)",
+        )
+        parser.add_argument(
             "--graceful-timeout",
             type=int,
             default=30,
@@ -81,16 +87,18 @@ class Command(BaseCommand):
         # Background work that must never take the servers down with it: a
         # worker that exits is started again (after a pause, so that one that
         # keeps failing does not spin).
-        helpers: dict[tuple[str, ...], subprocess.Popen] = {}
-        if env["IMAGES_OPTIMIZE"] == "deferred":
-            helpers[("optimize", "--watch")] = self._manage(env, "optimize", "--watch")
+        # Each helper by name: its command, and its process.
+        helpers: dict[str, tuple[tuple[str, ...], subprocess.Popen]] = {}
+        for worker in range(options["optimizers"]):
+            # Below the HTTP workers (nice 10), compacting below that (nice 19).
+            command = ("optimize", "--watch", "--nice", "10")
+            helpers[f"optimize {worker + 1}"] = (command, self._manage(env, *command))
         if retention_enabled():
-            helpers[("prune", "--watch", "--verbosity", "0")] = self._manage(
-                env, "prune", "--watch", "--verbosity", "0"
-            )
+            command = ("prune", "--watch", "--verbosity", "0")
+            helpers["prune"] = (command, self._manage(env, *command))
         self.stdout.write(
             f"serving HTTP on {options['host']}:{options['port']} ({options['workers']} workers)"
-            + f", event streams on {events_port}"
+            + f", event streams on {events_port}, {options['optimizers']} background workers"
             + (f", CoAP on UDP {options['coap_port']}" if options["coap_port"] else "")
         )
         try:
@@ -172,14 +180,14 @@ class Command(BaseCommand):
     def _supervise(
         self,
         children: list[subprocess.Popen],
-        helpers: dict[tuple[str, ...], subprocess.Popen],
+        helpers: dict[str, tuple[tuple[str, ...], subprocess.Popen]],
         env: dict[str, str],
     ) -> None:
         stopping = False
-        restart_at: dict[tuple[str, ...], float] = {}
+        restart_at: dict[str, float] = {}
 
         def everyone() -> list[subprocess.Popen]:
-            return [*children, *helpers.values()]
+            return [*children, *(process for _, process in helpers.values())]
 
         def forward(signum: int, frame: FrameType | None) -> None:
             nonlocal stopping
@@ -196,18 +204,18 @@ class Command(BaseCommand):
                 # supervisor (systemd) sees the failure and restarts us.
                 forward(signal.SIGTERM, None)
             if not stopping:
-                for command, helper in helpers.items():
+                for name, (command, helper) in helpers.items():
                     if helper.poll() is None:
                         continue
                     now = time.monotonic()
-                    if command not in restart_at:
+                    if name not in restart_at:
                         self.stderr.write(
-                            f"{command[0]} exited with code {helper.returncode}; restarting it"
+                            f"{name} exited with code {helper.returncode}; restarting it"
                         )
-                        restart_at[command] = now + _RESTART_PAUSE_SECONDS
-                    elif now >= restart_at[command]:
-                        del restart_at[command]
-                        helpers[command] = self._manage(env, *command)
+                        restart_at[name] = now + _RESTART_PAUSE_SECONDS
+                    elif now >= restart_at[name]:
+                        del restart_at[name]
+                        helpers[name] = (command, self._manage(env, *command))
             time.sleep(0.2)
         codes = [child.returncode for child in children]
         if not stopping and any(codes):
