@@ -1,22 +1,24 @@
-"""Sustained end-to-end ingest at a fixed offered rate, every image optimized (prints figures).
+"""Sustained end-to-end ingest at a fixed offered rate, both backlogs watched (prints figures).
 
     python bench/sustained.py [--image PATH] [--rates 20 40 60] [--seconds 180]
-        [--optimizers 1 2] [--s3]
+        [--optimizers 2] [--s3]
 
-For each offered rate and each number of optimizer processes, a fresh
-``manage.py serve`` (2 HTTP workers, deferred optimization, its own optimizer)
-plus ``optimizers - 1`` more ``manage.py optimize --watch`` processes, on a
-fresh database (SQLite, or PostgreSQL when DATABASE_URL names it) and, with
-``--s3``, a bucket of a local SeaweedFS. Uploads of the image (unique keys)
-are sent open-loop at the offered rate for ``--seconds``; ``/metrics`` is read
-every second. Then the backlog is left to drain. Printed per run:
+For each offered rate and each number of background workers, a fresh
+``manage.py serve --optimizers N`` (2 HTTP workers, deferred optimization) on
+a fresh database (SQLite, or PostgreSQL when DATABASE_URL names it) and,
+with ``--s3``, a bucket of a local SeaweedFS. Uploads of the image (unique
+keys) are sent open-loop at the offered rate for ``--seconds``; ``/metrics``
+is read every second. Then both backlogs are left to drain. Printed per run:
 
-- accepted/s (201s over the run) and optimized/s (images finished during it);
-- the maximum lag (age of the oldest waiting image) and the backlog at the end;
-- how long the backlog took to drain afterwards;
-- the ratio of all images: bytes held at rest / bytes received;
-- whether the lag stayed bounded (at the end of the run, no image had waited
-  longer than the optimizer's lag bound).
+- accepted/s (201s over the run) and final/s: images whose served bytes were
+  final (``optimized``) by the end of the run, per second of it: the
+  end-to-end rate (API.md §14);
+- the largest lag (age of the oldest waiting image) of each backlog,
+  optimize and compact, during the run;
+- how long the compact backlog took to drain afterwards;
+- Σ ``atRestSize`` / Σ ``originalSize`` once drained;
+- whether optimizing kept its lag bounded (at the end of the run, no image
+  had waited longer than the lag bound to be optimized).
 
 Nothing here asserts.
 """
@@ -33,7 +35,6 @@ import argparse  # noqa: E402
 import http.client  # noqa: E402
 import os  # noqa: E402
 import queue  # noqa: E402
-import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
@@ -62,7 +63,9 @@ class Run:
     errors: int = 0
     optimized_during: float = 0.0
     max_lag: float = 0.0
+    max_compact_lag: float = 0.0
     backlog_at_end: float = 0.0
+    compact_at_end: float = 0.0
     drain_seconds: float = 0.0
     ratios: dict[str, float] = field(default_factory=dict)
 
@@ -75,20 +78,21 @@ class Run:
 
 
 def metrics(base: str, database_url: str) -> dict[str, float]:
-    """The backlog and its lag from /metrics; the images finished, from the database.
-
-    (Counted in the database because an extra ``optimize`` process does not
-    share ``serve``'s metrics directory.)
-    """
+    """Both backlogs and their lags from /metrics; the images final, from the database."""
     with urllib.request.urlopen(base + "/metrics", timeout=10) as response:
         text = response.read().decode()
     rows = query_database(database_url, "SELECT count(*) FROM images_image WHERE optimized")
-    found = {"optimized": float(rows[0][0]), "backlog": 0.0, "lag": 0.0}
+    found = {"optimized": float(rows[0][0])}
+    names = {
+        "images_optimize_backlog": "backlog",
+        "images_optimize_lag_seconds": "lag",
+        "images_compact_backlog": "compact",
+        "images_compact_lag_seconds": "compact_lag",
+    }
     for line in text.splitlines():
-        if line.startswith("images_optimize_backlog "):
-            found["backlog"] = float(line.split()[1])
-        elif line.startswith("images_optimize_lag_seconds "):
-            found["lag"] = float(line.split()[1])
+        name, _, value = line.partition(" ")
+        if name in names:
+            found[names[name]] = float(value)
     return found
 
 
@@ -142,36 +146,28 @@ def one_run(image: Path, rate: float, optimizers: int, seconds: float, s3_env: d
         env = serve_env(database_url, IMAGES_OPTIMIZE_LAG_BOUND=str(LAG_BOUND), **s3_env)
         port = free_port()
         log = Path(tmp) / "serve.log"
-        server = start_serve(log, env, port, 2, "--coap-port", "0")
-        extra = []
+        server = start_serve(log, env, port, 2, "--coap-port", "0", "--optimizers", str(optimizers))
         try:
-            with open(log, "ab") as output:  # each child writes to its own copy
-                extra = [
-                    subprocess.Popen(
-                        [sys.executable, "manage.py", "optimize", "--watch"],
-                        cwd=ROOT,
-                        env=env,
-                        stdout=subprocess.DEVNULL,
-                        stderr=output,
-                    )
-                    for _ in range(optimizers - 1)
-                ]
             base = f"http://127.0.0.1:{port}"
             loader = threading.Thread(
                 target=offer, args=(port, body, content_type, rate, seconds, run)
             )
             loader.start()
-            while loader.is_alive():
+            figures: dict[str, float] = {}
+            while loader.is_alive() or not figures:
                 figures = metrics(base, database_url)
-                run.max_lag = max(run.max_lag, figures["lag"])
+                run.max_lag = max(run.max_lag, figures.get("lag", 0.0))
+                run.max_compact_lag = max(run.max_compact_lag, figures.get("compact_lag", 0.0))
                 loader.join(timeout=1.0)
-            figures = metrics(base, database_url)
             run.optimized_during = figures["optimized"]
-            run.backlog_at_end = figures["backlog"]
-            run.lag_at_end = figures["lag"]
-            run.max_lag = max(run.max_lag, figures["lag"])
+            run.backlog_at_end = figures.get("backlog", 0.0)
+            run.compact_at_end = figures.get("compact", 0.0)
+            run.lag_at_end = figures.get("lag", 0.0)
             drain_start = time.monotonic()
-            while metrics(base, database_url)["backlog"] and time.monotonic() - drain_start < 900:
+            while time.monotonic() - drain_start < 900:
+                figures = metrics(base, database_url)
+                if not figures.get("backlog") and not figures.get("compact"):
+                    break
                 time.sleep(1.0)
             run.drain_seconds = time.monotonic() - drain_start
             rows = query_database(
@@ -181,8 +177,6 @@ def one_run(image: Path, rate: float, optimizers: int, seconds: float, s3_env: d
             stored, original, _ = rows[0]
             run.ratios["all"] = (stored or 0) / (original or 1)
         finally:
-            for process in extra:
-                stop(process)
             stop(server, timeout=30)
     return run
 
@@ -192,7 +186,7 @@ def main() -> None:
     parser.add_argument("--image", type=Path, default=CORPUS / "skimage__brick.png")
     parser.add_argument("--rates", type=float, nargs="+", default=[20.0, 40.0, 60.0])
     parser.add_argument("--seconds", type=float, default=180.0)
-    parser.add_argument("--optimizers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--optimizers", type=int, nargs="+", default=[os.cpu_count() or 1])
     parser.add_argument("--s3", action="store_true", help="image bytes in a local SeaweedFS")
     args = parser.parse_args()
 
@@ -216,23 +210,25 @@ def main() -> None:
     database = database_kind()
     print(
         f"image {args.image.name} ({args.image.stat().st_size:,} bytes); "
-        f"{args.seconds:.0f} s per run; serve with 2 HTTP workers; database {database}; "
+        f"{args.seconds:.0f} s per run; serve with 2 HTTP workers, deferred; database {database}; "
         f"storage {'S3 (SeaweedFS)' if args.s3 else 'db'}; {os.cpu_count()} cores; "
         f"lag bound {LAG_BOUND} s"
     )
     print(
-        f"{'offered/s':>9} {'optimizers':>10} {'accepted/s':>10} {'optimized/s':>11} "
-        f"{'max lag s':>9} {'backlog':>7} {'drain s':>7} {'ratio':>6} {'bounded':>7}"
+        f"{'offered/s':>9} {'optimizers':>10} {'accepted/s':>10} {'final/s':>8} "
+        f"{'opt lag s':>9} {'cmp lag s':>9} {'backlogs':>9} {'drain s':>7} {'ratio':>6} "
+        f"{'bounded':>7}"
     )
     best: Run | None = None
     try:
         for rate in args.rates:
             for optimizers in args.optimizers:
                 run = one_run(args.image, rate, optimizers, args.seconds, s3_env)
+                backlogs = f"{run.backlog_at_end:.0f}+{run.compact_at_end:.0f}"
                 print(
                     f"{rate:9.1f} {optimizers:10d} {run.accepted / args.seconds:10.1f} "
-                    f"{run.optimized_during / args.seconds:11.1f} {run.max_lag:9.1f} "
-                    f"{run.backlog_at_end:7.0f} {run.drain_seconds:7.1f} "
+                    f"{run.optimized_during / args.seconds:8.1f} {run.max_lag:9.1f} "
+                    f"{run.max_compact_lag:9.1f} {backlogs:>9} {run.drain_seconds:7.1f} "
                     f"{run.ratios['all']:6.4f} {'yes' if run.bounded else 'no':>7}"
                     + (f"  ({run.errors} errors)" if run.errors else ""),
                     flush=True,
