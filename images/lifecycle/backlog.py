@@ -35,7 +35,8 @@ from django.db.models import Count, F, Min, Q
 from django.utils import timezone
 from prometheus_client.core import GaugeMetricFamily
 
-from images.errors import Unavailable
+from images import storage
+from images.errors import ImageDamaged, Unavailable
 from images.models import Image
 
 logger = logging.getLogger(__name__)
@@ -151,7 +152,26 @@ class Backlog:
         except Exception:  # noqa: BLE001 - the lease runs out by itself
             logger.warning("image %s: could not release its lease", claim.image_id)
 
-    def used_up(self, image: Image, claim: Claim) -> bool:
+    def take(self, claim: Claim) -> tuple[Image, bytes] | str:
+        """The claimed image and its served bytes (checked), or the result when there is no work.
+
+        "gone": deleted, or out of this backlog meanwhile; "kept": it has used
+        up its attempts, or what is held for it is damaged, and it leaves the
+        backlog as it is (with the reason, for ``optimize --status``).
+        """
+        image = Image.objects.defer("data").filter(self.waiting, id=claim.image_id).first()
+        if image is None:
+            return "gone"
+        if self._used_up(image, claim):
+            return "kept"
+        try:
+            # Not from the readers' cache: background work reads each image once.
+            return image, storage.image_bytes(image, cached=False)
+        except ImageDamaged as exc:
+            self.finish(image, failure=exc.reason)
+            return "kept"
+
+    def _used_up(self, image: Image, claim: Claim) -> bool:
         """Whether ``image`` has had its attempts; if so it leaves the backlog as it is."""
         if claim.attempts <= settings.IMAGES_OPTIMIZE_ATTEMPTS:
             return False

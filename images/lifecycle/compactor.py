@@ -21,7 +21,6 @@ from django.conf import settings
 from django.utils import timezone
 
 from images import compression, storage
-from images.errors import ImageDamaged
 from images.lifecycle.backlog import COMPACT, OPTIMIZE, Claim
 from images.models import Image
 from ops import metrics
@@ -36,16 +35,10 @@ def image_compact(claim: Claim) -> str:
     Raises :class:`images.errors.Unavailable` (and database errors) for an
     outage: the image stays claimed until its lease runs out.
     """
-    image = Image.objects.defer("data").filter(id=claim.image_id, compact_pending=True).first()
-    if image is None:
-        return "gone"
-    if COMPACT.used_up(image, claim):
-        return "kept"
-    try:
-        data = storage.image_bytes(image, cached=False)
-    except ImageDamaged as exc:
-        COMPACT.finish(image, failure=exc.reason)
-        return "kept"
+    taken = COMPACT.take(claim)
+    if isinstance(taken, str):
+        return taken
+    image, data = taken
     at_rest = compression.compact(data, image.content_type)
     if at_rest is None:
         COMPACT.finish(image)

@@ -20,9 +20,8 @@ from django.conf import settings
 from django.utils import timezone
 
 from images import compression, sources, storage
-from images.errors import DomainError, ImageDamaged
+from images.errors import DomainError
 from images.lifecycle.backlog import COMPACT, OPTIMIZE, Claim
-from images.models import Image
 from images.services import limits_current
 from ops import metrics
 
@@ -41,16 +40,10 @@ def image_optimize(claim: Claim, *, effort: str = compression.FULL) -> str:
     Raises :class:`Unavailable` (and database errors) for an outage: the
     image stays claimed, and is taken again once the lease runs out.
     """
-    image = Image.objects.defer("data").filter(id=claim.image_id, optimized=False).first()
-    if image is None:
-        return "gone"
-    if OPTIMIZE.used_up(image, claim):
-        return "kept"
-    try:
-        data = storage.image_bytes(image, cached=False)
-    except ImageDamaged as exc:
-        OPTIMIZE.finish(image, failure=exc.reason)  # nothing to improve on
-        return "kept"
+    taken = OPTIMIZE.take(claim)
+    if isinstance(taken, str):
+        return taken
+    image, data = taken
     try:
         form = compression.stored_form(
             data,
