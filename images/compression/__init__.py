@@ -36,7 +36,7 @@ from images.compression.jpeg import jpeg_length
 from images.compression.jxl import Compacted, compactable, jpeg_compact
 from images.compression.pngcheck import png_data_complete
 from images.compression.probing import ImageInfo, Limits, probe
-from images.compression.verify import fingerprint, pixels_equal
+from images.compression.verify import check_decodes, fingerprint, pixels_equal
 from images.errors import DomainError
 
 __all__ = [
@@ -127,7 +127,7 @@ def stored_form(
         whole = sources.read_all(data)
         if compactable(whole):
             if not checked:
-                fingerprint(whole, limits)  # every frame decodes: the upload's check
+                check_decodes(whole, limits)  # every frame decodes: the upload's check
             return StoredForm(_as_received(data, info), compact_later=True)
     return StoredForm(_compressed(data, info, limits, effort), compact_later=False)
 
