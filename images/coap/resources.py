@@ -171,7 +171,7 @@ class ImageDownloads(FrontEnd):
             return Message(code=Code.VALID, etag=etag, max_age=max_age)
         data = self._blobs.get(image.sha256)
         if data is None:
-            data = await in_worker(_image_bytes)(image)
+            data = await in_worker(storage.image_bytes)(image)
             self._blobs.put(image.sha256, data)
         return Message(
             code=Code.CONTENT,
@@ -248,9 +248,7 @@ class ImageItem(ImageDownloads, resource.PathCapable):
         self._access.authenticate(request)
         if len(request.opt.uri_path) != 1:
             raise ImageNotFound("no resource at this path")
-        image = await in_worker(selectors.image_get)(
-            image_id=request.opt.uri_path[0], with_data=False
-        )
+        image = await in_worker(selectors.image_get)(image_id=request.opt.uri_path[0])
         max_age, _ = access.image_lifetime(image, by_id=True)
         return await self.representation(request, image, max_age=max_age)
 
@@ -305,11 +303,7 @@ def etag_for(image: Image) -> bytes:
 
 
 def _find(query: Mapping[str, str]) -> Image:
-    return selectors.image_find(with_data=False, **validated(ImageKeySerializer, query))
-
-
-def _image_bytes(image: Image) -> bytes:
-    return storage.image_bytes(selectors.image_get(image_id=image.id))
+    return selectors.image_find(**validated(ImageKeySerializer, query))
 
 
 def _query(request: Message) -> dict[str, str]:

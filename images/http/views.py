@@ -219,14 +219,8 @@ class ImageCollectionView(DownloadFastPath):
         responses=openapi.download_responses("The stored image."),
     )
     def get(self, request: HttpRequest) -> HttpResponse:
-        key = validated(ImageKeySerializer, request.GET)
-        if is_conditional(request):
-            # Revalidation is what caches do most: answer it from metadata.
-            head = selectors.image_find(with_data=False, **key)
-            answer = not_modified_response(request, head, immutable=False)
-            if answer is not None:
-                return answer
-        return image_or_metadata(request, selectors.image_find(**key), immutable=False)
+        image = selectors.image_find(**validated(ImageKeySerializer, request.GET))
+        return _download(request, image, immutable=False)
 
 
 class ImageItemView(DownloadFastPath):
@@ -246,12 +240,7 @@ class ImageItemView(DownloadFastPath):
         ),
     )
     def get(self, request: HttpRequest, image_id: uuid.UUID) -> HttpResponse:
-        if is_conditional(request):
-            head = selectors.image_get(image_id=image_id, with_data=False)
-            answer = not_modified_response(request, head, immutable=True)
-            if answer is not None:
-                return answer
-        return image_or_metadata(request, selectors.image_get(image_id=image_id), immutable=True)
+        return _download(request, selectors.image_get(image_id=image_id), immutable=True)
 
     @extend_schema(
         operation_id="image_delete",
@@ -260,7 +249,7 @@ class ImageItemView(DownloadFastPath):
         responses={204: OpenApiResponse(description="Deleted."), **openapi.errors(401, 403, 404)},
     )
     def delete(self, request: Request, image_id: uuid.UUID) -> Response:
-        image = selectors.image_get(image_id=image_id, with_data=False)
+        image = selectors.image_get(image_id=image_id)
         self.check_object_permissions(request, image)
         services.image_delete(image_id=image.id)
         return Response(status=204)
@@ -269,6 +258,15 @@ class ImageItemView(DownloadFastPath):
 METADATA_RENDERERS: dict[str, type[BaseRenderer]] = {
     renderer.media_type: renderer for renderer in (JSONRenderer, CBORRenderer, LinkFormatRenderer)
 }
+
+
+def _download(request: HttpRequest, image: Image, *, immutable: bool) -> HttpResponse:
+    """A revalidation answered from the row alone (what caches do most), else the download."""
+    if is_conditional(request):
+        answer = not_modified_response(request, image, immutable=immutable)
+        if answer is not None:
+            return answer
+    return image_or_metadata(request, image, immutable=immutable)
 
 
 def image_or_metadata(request: HttpRequest, image: Image, *, immutable: bool) -> HttpResponse:
