@@ -157,6 +157,9 @@ CACHES = {
 IMAGES_MAX_BYTES = env_int("IMAGES_MAX_BYTES", 50_000_000)
 IMAGES_MAX_PIXELS = env_int("IMAGES_MAX_PIXELS", 100_000_000)
 IMAGES_MAX_FRAMES = env_int("IMAGES_MAX_FRAMES", 1_000)
+# Scans of one JPEG picture (API.md §15): real progressive JPEGs have 10 or
+# so (libjpeg's and mozjpeg's default scripts), baseline ones 1.
+IMAGES_MAX_JPEG_SCANS = env_int("IMAGES_MAX_JPEG_SCANS", 100)
 # Seconds a client or proxy may reuse a download by device and time before it
 # revalidates (downloads by id never change and are marked immutable).
 IMAGES_CACHE_MAX_AGE = env_int("IMAGES_CACHE_MAX_AGE", 3600)

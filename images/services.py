@@ -26,6 +26,7 @@ def limits_current() -> compression.Limits:
         max_bytes=settings.IMAGES_MAX_BYTES,
         max_pixels=settings.IMAGES_MAX_PIXELS,
         max_frames=settings.IMAGES_MAX_FRAMES,
+        max_jpeg_scans=settings.IMAGES_MAX_JPEG_SCANS,
     )
 
 

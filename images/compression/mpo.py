@@ -57,12 +57,14 @@ def pictures(data: bytes) -> list[tuple[int, int]]:
     if first_end is None:
         return []
     spans = [(0, first_end)]
-    for start, size in sorted(_mp_entries(data[:first_end])):
-        if start < spans[-1][1] or not data.startswith(SOI, start):
-            continue  # inside a picture already found (or a repeated entry), or no picture
-        length = jpeg_length(data[start : start + size])
-        if length is not None:
-            spans.append((start, start + length))
+    # Views, not copies: a hostile index may list many large entries.
+    with memoryview(data) as view:
+        for start, size in sorted(_mp_entries(data[:first_end])):
+            if start < spans[-1][1] or not data.startswith(SOI, start):
+                continue  # inside a picture already found (or a repeated entry), or no picture
+            length = jpeg_length(view[start : start + size])
+            if length is not None:
+                spans.append((start, start + length))
     return spans
 
 
@@ -86,6 +88,16 @@ def frame(picture: bytes) -> Frame | None:
             precision, height, width, components = struct.unpack_from(">BHHB", picture, start)
             return Frame(marker, precision, height, width, components)
     return None
+
+
+def indexed_pictures(data: bytes) -> int:
+    """How many pictures the first picture's MP Index says the file holds (1 without an index).
+
+    Read from the index alone, before any picture is looked for, so that a
+    hostile count is refused (API.md §15) before it costs anything.
+    """
+    first_end = jpeg_length(data)
+    return 1 if first_end is None else 1 + len(_mp_entries(data[:first_end]))
 
 
 def frame_pixels(picture: bytes) -> int | None:

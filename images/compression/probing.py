@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from images import sources
+from images.compression import mpo
+from images.compression.jpeg import jpeg_scans
 from images.errors import ImageTooLarge, InvalidImage
 
 
@@ -29,6 +31,8 @@ class Limits:
     max_bytes: int = 50_000_000  # size of the received image
     max_pixels: int = 100_000_000  # width * height, from the header
     max_frames: int = 1_000
+    # Scans of one JPEG picture: each is a pass over every pixel (API.md §15).
+    max_jpeg_scans: int = 100
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,8 @@ def probe(data: sources.Source, limits: Limits = Limits()) -> ImageInfo:
             frames = getattr(image, "n_frames", 1)
         if frames > limits.max_frames:
             raise ImageTooLarge(f"the image has more than {limits.max_frames:,} frames")
+        if image_format == "JPEG":
+            _check_jpeg(sources.read_all(data), limits)
         return ImageInfo(image_format, CONTENT_TYPES[image_format], width, height, frames)
 
 
@@ -123,6 +129,9 @@ def opened(data: sources.Source, limits: Limits) -> Iterator[ImageFile.ImageFile
         # DecompressionBombWarning elsewhere, which is acceptable.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            # Pillow's word on a malformed file ("appears to be a malformed
+            # MPO file"): what we accept is decided here, and said in errors.
+            warnings.simplefilter("ignore", UserWarning)
             head = sources.head(data, 32)
             if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
                 # libwebp allocates the whole canvas when Pillow opens the file.
@@ -140,6 +149,32 @@ def opened(data: sources.Source, limits: Limits) -> Iterator[ImageFile.ImageFile
         raise ImageTooLarge("the image needs more memory to decode than is available") from exc
     except DECODE_ERRORS as exc:
         raise InvalidImage(f"the image data is corrupt or truncated ({exc})") from exc
+
+
+def _check_jpeg(data: bytes, limits: Limits) -> None:
+    """A JPEG's decoding cost, bounded from its markers before anything is decoded (API.md §15).
+
+    A progressive JPEG's decoder passes over the whole image once per scan,
+    so a small file repeating a scan thousands of times costs seconds of CPU
+    per decode; and a multi-picture index may list thousands of pictures
+    that Pillow never counts as frames. Both are counted here: the index's
+    entries against ``max_frames``, each indexed picture's scans against
+    ``max_jpeg_scans``.
+    """
+    pictures = mpo.indexed_pictures(data)
+    if pictures > limits.max_frames:
+        raise ImageTooLarge(
+            f"the multi-picture index lists {pictures:,} pictures;"
+            f" the limit is {limits.max_frames:,} frames"
+        )
+    with memoryview(data) as view:
+        for start, end in mpo.pictures(data):
+            scans = jpeg_scans(view[start:end])
+            if scans > limits.max_jpeg_scans:
+                raise ImageTooLarge(
+                    f"a picture of the JPEG has {scans:,} scans;"
+                    f" the limit is {limits.max_jpeg_scans:,} (IMAGES_MAX_JPEG_SCANS)"
+                )
 
 
 def _lift_pillow_bomb_limit(max_pixels: int) -> None:
