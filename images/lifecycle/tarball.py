@@ -37,6 +37,20 @@ from images.serializers import ImageKeySerializer, image_metadata, validated
 
 _PAGE = 200
 _SPOOL_IN_MEMORY = 1 << 20
+# Hostile archives (API.md §15). A metadata member is a few hundred bytes.
+_METADATA_MAX_BYTES = 1 << 20
+# An export puts each image's metadata right after it, so one member waits
+# for its pair at a time; these bound an archive that never pairs them.
+_WAITING_MAX_MEMBERS = 16
+_WAITING_MAX_BYTES = 256 << 20
+# A compressed archive of images hardly shrinks (they are compressed
+# already): past this ratio of bytes unpacked to bytes read, with this much
+# unpacked, it is a decompression bomb.
+_UNPACKED_MAX_RATIO = 50
+_UNPACKED_ALLOWANCE = 64 << 20
+# The most a pax or GNU long-name header may hold (tarfile reads it whole).
+_HEADER_MAX_BYTES = 1 << 20
+_SIZE_MAX = 2**63 - 1
 
 
 # --- Export -------------------------------------------------------------------
@@ -181,28 +195,44 @@ def tarball_import(
         if progress is not None:
             progress(name, outcome)
 
+    def refuse(name: str, why: str) -> None:
+        report.problems.append((name, why))
+        done(name, why)
+
     tail = _Tail(stream)
+    image_max = services.limits_current().max_bytes
     try:
-        with tarfile.open(fileobj=tail, mode="r|*") as archive:
+        with tarfile.open(fileobj=tail, mode="r|*", tarinfo=_BoundedTarInfo) as archive:
+            compressed = getattr(archive.fileobj, "comptype", "tar") != "tar"
             for member in archive:
+                if compressed and _unpacks_too_much(member, tail.count):
+                    raise TarballUnreadable(
+                        "it unpacks to far more than its own size: refused as a decompression bomb"
+                    )
                 if not member.isfile():
                     continue
                 base = member.name.removesuffix(".json")
+                is_metadata = member.name.endswith(".json")
+                # Judged from the member's header, before its bytes are read.
+                limit = _METADATA_MAX_BYTES if is_metadata else image_max
+                if member.size > limit:
+                    refuse(member.name, f"{member.size:,} bytes; the limit is {limit:,}")
+                    continue
                 content = archive.extractfile(member)
                 assert content is not None  # a regular file always has content
-                if member.name.endswith(".json"):
+                if is_metadata:
                     try:
-                        metadata[base] = json.loads(content.read(1 << 20))
+                        metadata[base] = json.loads(content.read())
                     except (ValueError, UnicodeDecodeError):
-                        report.problems.append((member.name, "not valid JSON metadata"))
-                        done(member.name, "bad metadata")
+                        refuse(member.name, "not valid JSON metadata")
                         continue
                 else:
                     images[base] = _spooled(content)
                 if base in images and base in metadata:
                     outcome = _import_one(base, images.pop(base), metadata.pop(base), report)
                     done(base, outcome)
-            uncompressed = getattr(archive.fileobj, "comptype", "tar") == "tar"
+                _unpaired(images, metadata, refuse)
+            uncompressed = not compressed
         if uncompressed and not tail.ended_with_zero_blocks():
             # tarfile takes a stream that stops at a member boundary for the
             # end; a whole archive ends with two zero blocks (POSIX ustar).
@@ -227,6 +257,7 @@ class _Tail(io.RawIOBase):
     def __init__(self, stream: IO[bytes]) -> None:
         self._stream = stream
         self._last = b""
+        self.count = 0  # bytes read from the stream so far
 
     def readable(self) -> bool:
         return True
@@ -234,6 +265,7 @@ class _Tail(io.RawIOBase):
     def readinto(self, buffer: Any) -> int:
         data = self._stream.read(len(buffer))
         buffer[: len(data)] = data
+        self.count += len(data)
         if data:
             self._last = (self._last + data)[-self._KEEP :]
         return len(data)
@@ -242,6 +274,63 @@ class _Tail(io.RawIOBase):
         while self.read(1 << 16):  # what tarfile left unread: the rest of the last record
             pass
         return len(self._last) == self._KEEP and not any(self._last)
+
+
+class _BoundedTarInfo(tarfile.TarInfo):
+    """A member header whose extended headers are refused past a size, before they are read.
+
+    tarfile reads a pax header or a GNU long name whole into memory; a
+    hostile one declaring 200 MiB took 512 MB. These are tarfile's own
+    hooks for those headers (private, the same from Python 3.11 to 3.13).
+    """
+
+    def _proc_pax(self, archive: Any) -> tarfile.TarInfo:
+        if self.size > _HEADER_MAX_BYTES:
+            raise tarfile.HeaderError(f"a {self.size:,}-byte extended header")
+        return super()._proc_pax(archive)  # type: ignore[misc]
+
+    def _proc_gnulong(self, archive: Any) -> tarfile.TarInfo:
+        if self.size > _HEADER_MAX_BYTES:
+            raise tarfile.HeaderError(f"a {self.size:,}-byte long name")
+        return super()._proc_gnulong(archive)  # type: ignore[misc]
+
+
+def _unpacks_too_much(member: tarfile.TarInfo, read: int) -> bool:
+    """Whether going past ``member`` unpacks far more than the archive's bytes read so far.
+
+    Even a refused member is unpacked to reach the next one (a stream has no
+    seek), so its declared size is judged before that.
+    """
+    unpacked = member.offset_data + member.size
+    return unpacked > _UNPACKED_ALLOWANCE and unpacked > _UNPACKED_MAX_RATIO * max(read, 1)
+
+
+def _size(spool: IO[bytes]) -> int:
+    position = spool.tell()
+    size = spool.seek(0, io.SEEK_END)
+    spool.seek(position)
+    return size
+
+
+def _unpaired(
+    images: dict[str, IO[bytes]],
+    metadata: dict[str, dict[str, Any]],
+    refuse: Callable[[str, str], None],
+) -> None:
+    """Let go of the oldest members waiting for their pair, past the caps (count and bytes)."""
+    waiting = sum(_size(spool) for spool in images.values())
+    while images and (
+        len(images) + len(metadata) > _WAITING_MAX_MEMBERS or waiting > _WAITING_MAX_BYTES
+    ):
+        name = next(iter(images))
+        spool = images.pop(name)
+        waiting -= _size(spool)
+        spool.close()
+        refuse(name, "no metadata member next to it")
+    while len(metadata) > _WAITING_MAX_MEMBERS:
+        name = next(iter(metadata))
+        del metadata[name]
+        refuse(f"{name}.json", "no image member next to it")
 
 
 def _spooled(content: IO[bytes]) -> IO[bytes]:
@@ -256,18 +345,43 @@ def _spooled(content: IO[bytes]) -> IO[bytes]:
 def _import_one(name: str, data: IO[bytes], metadata: dict[str, Any], report: ImportReport) -> str:
     with data:
         try:
+            if not isinstance(metadata, dict):
+                raise ValueError("its metadata is not a JSON object")
             key = validated(ImageKeySerializer, metadata)
             result = services.image_import(
                 **key,
                 data=data,
-                expected_sha256=metadata.get("sha256"),
-                original_size=metadata.get("originalSize"),
+                expected_sha256=_checked_sha256(metadata.get("sha256")),
+                original_size=_checked_size(metadata.get("originalSize")),
             )
         except ValidationError as exc:
             report.problems.append((name, f"bad metadata: {exc.detail}"))
+            return "bad metadata"
+        except ValueError as exc:
+            report.problems.append((name, f"bad metadata: {exc}"))
             return "bad metadata"
         except DomainError as exc:
             report.problems.append((name, exc.message))
             return type(exc).__name__
     (report.stored if result.created else report.already).append(name)
     return "stored" if result.created else "already there"
+
+
+def _checked_size(value: object) -> int | None:
+    """``originalSize`` as the contract says: an integer from 0 to 2^63 - 1 (API.md §15)."""
+    if value is None:
+        return None
+    if type(value) is not int or not 0 <= value <= _SIZE_MAX:
+        raise ValueError(
+            f"originalSize must be an integer from 0 to {_SIZE_MAX}, not {value!r:.40}"
+        )
+    return value
+
+
+def _checked_sha256(value: object) -> str | None:
+    """``sha256``: 64 hex digits, or absent."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) != 64 or value.strip("0123456789abcdef"):
+        raise ValueError(f"sha256 must be 64 lowercase hex digits, not {value!r:.80}")
+    return value
