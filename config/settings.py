@@ -214,9 +214,9 @@ IMAGES_OBSERVE_TOTAL = env_int("IMAGES_OBSERVE_TOTAL", 10000)
 # Where image bytes live (API.md §10): "db" (in the database row, the
 # default) or "s3://BUCKET[/PREFIX]", an S3-compatible object store at
 # S3_ENDPOINT_URL (unset: AWS), with the standard AWS_* credentials.
+# "db" or s3://BUCKET[/PREFIX], checked at start-up by the rules movestorage
+# applies (images/apps.py, images.storage.objects.Bucket.parse).
 IMAGES_STORAGE = env_str("IMAGES_STORAGE", "db")
-if IMAGES_STORAGE != "db" and not IMAGES_STORAGE.startswith("s3://"):
-    raise ImproperlyConfigured("IMAGES_STORAGE must be 'db' or 's3://BUCKET[/PREFIX]'")
 S3_ENDPOINT_URL = env_str("S3_ENDPOINT_URL", "") or None
 # Seconds a store request may take before the upload or download is a 503.
 S3_TIMEOUT = env_int("S3_TIMEOUT", 10)

@@ -13,7 +13,9 @@ from __future__ import annotations
 import base64
 import functools
 import logging
+import re
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,12 +26,17 @@ from django.conf import settings
 
 from images import sources
 from images.errors import StorageUnavailable
+from images.models import Image
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 PIECE_BYTES = 1 << 20
 _S3 = "s3://"
+# S3's bucket naming rules (AWS "Bucket naming rules"; MinIO and SeaweedFS
+# follow them).
+_BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_IP_ADDRESS = re.compile(r"\d+\.\d+\.\d+\.\d+")
 # An object's key ends with this many hex digits of its bytes' sha256.
 KEY_HASH_DIGITS = 16
 
@@ -43,11 +50,39 @@ class Bucket:
 
     @classmethod
     def parse(cls, url: str) -> Bucket:
-        parts = urlsplit(url)
-        if parts.scheme != "s3" or not parts.netloc:
+        """The bucket and prefix ``url`` names; ValueError saying what is wrong (API.md §15).
+
+        Refused at once rather than failing later as an unreachable store:
+        another scheme (``S3://`` included), a port or user info (the store
+        is ``S3_ENDPOINT_URL``, its credentials ``AWS_*``; user info would be
+        written into every row), a query or fragment, a bucket name S3 does
+        not allow, and a prefix too long for the rows' ``location`` column.
+        """
+        if not url.startswith(_S3):
             raise ValueError(f"not an s3://BUCKET[/PREFIX] location: {url!r}")
+        parts = urlsplit(url)
+        if parts.query or parts.fragment or "?" in url or "#" in url:
+            raise ValueError(f"{url!r}: an s3:// location has no query or fragment")
+        if "@" in parts.netloc:
+            raise ValueError(f"{url!r}: no user info; credentials go in AWS_ACCESS_KEY_ID/SECRET")
+        if ":" in parts.netloc:
+            raise ValueError(f"{url!r}: no port; the store's address goes in S3_ENDPOINT_URL")
+        name = parts.netloc
+        if not _BUCKET_NAME.fullmatch(name) or ".." in name or _IP_ADDRESS.fullmatch(name):
+            raise ValueError(
+                f"{name!r} is not a bucket name: 3 to 63 lowercase letters, digits, dots and"
+                " hyphens, starting and ending with a letter or digit, not an IP address"
+            )
         prefix = parts.path.strip("/")
-        return cls(parts.netloc, f"{prefix}/" if prefix else "")
+        bucket = cls(name, f"{prefix}/" if prefix else "")
+        longest = len(bucket.location(bucket.key_for(uuid.UUID(int=0), "0" * 64)))
+        most = Image._meta.get_field("location").max_length
+        if most is not None and longest > most:
+            raise ValueError(
+                f"the prefix is too long: its locations would be {longest} characters,"
+                f" more than the {most} a row holds"
+            )
+        return bucket
 
     def key_for(self, image_id: object, sha256: str) -> str:
         """The key of an image's bytes whose sha256 is ``sha256``.

@@ -13,6 +13,7 @@ import ctypes
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -68,6 +69,12 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         if not os.environ.get("SECRET_KEY"):
             raise CommandError("serve runs with DEBUG off: set SECRET_KEY (and ALLOWED_HOSTS)")
+        events_port = options["events_port"] or options["port"] + 1
+        # A port taken is a line naming it, not a server's traceback (API.md §15).
+        _check_free(options["host"], options["port"], socket.SOCK_STREAM, "HTTP")
+        _check_free(options["host"], events_port, socket.SOCK_STREAM, "event streams")
+        if options["coap_port"]:
+            _check_free(options["coap_host"], options["coap_port"], socket.SOCK_DGRAM, "CoAP")
         call_command("migrate", interactive=False, verbosity=0)
         call_command("collectstatic", interactive=False, verbosity=0)
         env = {
@@ -79,7 +86,6 @@ class Command(BaseCommand):
             # Workers share metrics through files here (ops.metrics).
             "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp(prefix="images-metrics-"),
         }
-        events_port = options["events_port"] or options["port"] + 1
         env["IMAGES_EVENTS_PORT"] = str(events_port)
         children = [self._http(options, env), self._streams(options, events_port, env)]
         if options["coap_port"]:
@@ -220,6 +226,23 @@ class Command(BaseCommand):
         codes = [child.returncode for child in children]
         if not stopping and any(codes):
             raise CommandError(f"a server exited unexpectedly (exit codes {codes})")
+
+
+def _check_free(host: str, port: int, kind: int, what: str) -> None:
+    """CommandError naming the port when nothing could listen there (taken, or not allowed)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=kind)
+    except OSError as exc:
+        raise CommandError(f"cannot listen for {what} on {host}:{port}: {exc}") from None
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, kind) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers do
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise CommandError(
+                f"cannot listen for {what} on {host}:{port}: {exc.strerror or exc}"
+            ) from None
 
 
 def _child(command: list[str], env: dict[str, str], *, nice: int = 0) -> subprocess.Popen:

@@ -1,0 +1,89 @@
+"""API.md §15 "Settings and commands refuse malformed values at once, with the reason".
+
+A malformed ``s3://`` location is refused by ``movestorage`` and, the same
+way, by ``IMAGES_STORAGE`` when the service starts; a port ``serve`` cannot
+bind is one line naming it, not a server's traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from conftest import ROOT, free_port
+
+MALFORMED = {
+    "S3://images": "not an s3://",
+    "s3://images:9000/p": "no port",
+    "s3://key:secret@images/p": "no user info",
+    "s3://images/p?versionId=1": "no query or fragment",
+    "s3://images/p#top": "no query or fragment",
+    "s3://Images_2024": "not a bucket name",
+    "s3://ab": "not a bucket name",
+    "s3://10.0.0.1": "not a bucket name",
+    "s3://images/" + "p" * 1100: "the prefix is too long",
+}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("url", "reason"), MALFORMED.items(), ids=list(range(len(MALFORMED))))
+def test_movestorage_refuses_a_malformed_location_with_the_reason(url, reason):
+    with pytest.raises(CommandError, match=reason):
+        call_command("movestorage", to=url)
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"), list(MALFORMED.items())[:3], ids=["scheme", "port", "userinfo"]
+)
+def test_the_service_refuses_to_start_with_a_malformed_images_storage(tmp_path, url, reason):
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        "IMAGES_STORAGE": url,
+    }
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "IMAGES_STORAGE" in result.stderr
+    assert reason in result.stderr
+
+
+@pytest.mark.parametrize("which", ["--port", "--events-port"])
+def test_serve_names_a_port_it_cannot_bind(tmp_path, which):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        other = free_port()
+        ports = {"--port": str(other), "--events-port": str(free_port())}
+        ports[which] = str(port)
+        env = {
+            **os.environ,
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+            "SECRET_KEY": "test-only-secret",
+        }
+        result = subprocess.run(
+            [sys.executable, "manage.py", "serve", "--host", "127.0.0.1", "--coap-port", "0"]
+            + [item for pair in ports.items() for item in pair],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode != 0
+    assert f"127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
