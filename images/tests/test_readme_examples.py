@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import shlex
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -127,9 +129,13 @@ def test_this_readmes_examples_run_top_to_bottom_as_written(server, tmp_path):
     prelude = (
         'set -euo pipefail\ncurl() { command curl --fail-with-body --silent --show-error "$@"; }\n'
     )
+    # The examples' python3 is the one the README's set-up installed into:
+    # the interpreter running this suite (a virtual environment in CI).
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     result = subprocess.run(
         ["bash", "-c", prelude + script],
         cwd=tmp_path,
+        env={**os.environ, "PATH": path},
         capture_output=True,
         text=True,
         timeout=120,
