@@ -206,6 +206,12 @@ IMAGES_EVENTS_KEEPALIVE = env_int("IMAGES_EVENTS_KEEPALIVE", 15)
 # Set by ``serve`` for its WSGI workers: the port of its stream listener, to
 # which they redirect stream requests (0: the streams are served in place).
 IMAGES_EVENTS_PORT = env_int("IMAGES_EVENTS_PORT", 0)
+# Set by ``serve`` for its stream listener: the API's own port, whose pages
+# (http://<host>:<port>) may read the streams across origins (API.md §15).
+IMAGES_API_PORT = env_int("IMAGES_API_PORT", 0)
+# More origins whose pages may read the event streams across origins
+# (comma-separated, e.g. https://dashboard.example.org); none by default.
+IMAGES_EVENTS_ALLOWED_ORIGINS = env_list("IMAGES_EVENTS_ALLOWED_ORIGINS")
 # CoAP Observe registrations on latest: at most this many per client
 # endpoint, and in all (past either, a registration is answered as a plain GET).
 IMAGES_OBSERVE_PER_PEER = env_int("IMAGES_OBSERVE_PER_PEER", 32)

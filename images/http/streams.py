@@ -30,6 +30,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.contrib.auth.middleware import AuthenticationMiddleware
 from django.contrib.sessions.middleware import SessionMiddleware
 from django.core.handlers.asgi import ASGIRequest
@@ -175,17 +176,24 @@ async def _send_response(send: Send, response: HttpResponse, extra: list) -> Non
 
 
 def _cors(scope: Scope) -> list[tuple[bytes, bytes]]:
-    """CORS headers for a page on the same host (another port); none for any other origin."""
+    """CORS headers for the service's own pages (the API's origin) and the allowed origins.
+
+    The service's own origin is ``http://<the host asked for>:<the API's
+    port>``, exactly: not any port or scheme of the same host name (API.md
+    §15); ``IMAGES_EVENTS_ALLOWED_ORIGINS`` adds others. Any other origin
+    gets no CORS headers, so browsers refuse it.
+    """
     headers = dict(scope.get("headers", []))
     origin = headers.get(b"origin", b"").decode("latin-1")
     host = headers.get(b"host", b"").decode("latin-1")
     if not origin or not host:
         return []
     try:
-        same = urlsplit(origin).hostname == urlsplit(f"//{host}").hostname
+        name = urlsplit(f"//{host}").hostname
     except ValueError:
         return []
-    if not same:
+    own = f"http://{name}:{settings.IMAGES_API_PORT}" if name and settings.IMAGES_API_PORT else ""
+    if origin not in (own, *settings.IMAGES_EVENTS_ALLOWED_ORIGINS):
         return []
     return [
         (b"access-control-allow-origin", origin.encode("latin-1")),

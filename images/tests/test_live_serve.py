@@ -242,6 +242,10 @@ def test_a_stream_on_the_api_port_is_redirected_to_the_listener(tmp_path):
         assert same.response_headers["access-control-allow-credentials"] == "true"
         other = Stream(f"{listener}/events", {"Origin": "http://evil.example"}).start()
         assert "access-control-allow-origin" not in other.response_headers
+        # Not any port or scheme of the same host name (API.md §15).
+        for near in (f"http://127.0.0.1:{instance.events_port + 7}", "https://127.0.0.1"):
+            stream = Stream(f"{listener}/events", {"Origin": near}).start()
+            assert "access-control-allow-origin" not in stream.response_headers
         stored = upload(instance, "cam", 1)
         assert same.next()["id"] == other.next()["id"] == stored["id"]
     finally:

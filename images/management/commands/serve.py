@@ -87,6 +87,7 @@ class Command(BaseCommand):
             "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp(prefix="images-metrics-"),
         }
         env["IMAGES_EVENTS_PORT"] = str(events_port)
+        env["IMAGES_API_PORT"] = str(options["port"])
         children = [self._http(options, env), self._streams(options, events_port, env)]
         if options["coap_port"]:
             children.append(self._coap(options, env))
