@@ -6,8 +6,9 @@ gallery: the session) and asks the rules here. ``settings.IMAGES_AUTH``
 picks the mode: ``open`` (the default, as the original prototype: anyone may
 do anything) or ``token`` (every rule applies):
 
-- **read** (downloads, metadata, listings, thumbnails): a
-  device, a reader or a staff user;
+- **read** (downloads, metadata, listings, thumbnails): a reader or a
+  staff user, everything; a device, its own images only (API.md §15: a
+  stolen camera exposes nothing else);
 - **upload**: the device itself, as its own ``deviceId``;
 - **delete**: a staff user, or the image's own device (a device may take
   back what it sent; readers never delete);
@@ -60,8 +61,34 @@ def rules_apply() -> bool:
     return settings.IMAGES_AUTH == "token"
 
 
-def may_read(principal: Principal) -> bool:
-    return not rules_apply() or not principal.anonymous
+def may_read(principal: Principal, device_id: str | None = None) -> bool:
+    """Reads of ``device_id``'s images (``None``: whether the principal may read at all)."""
+    if not rules_apply() or principal.kind in (STAFF, READER):
+        return True
+    if principal.kind != DEVICE:
+        return False
+    return device_id is None or may_upload(principal, device_id)
+
+
+def read_check(principal: Principal, device_id: str) -> None:
+    """401 or 403 unless ``principal`` may read ``device_id``'s images."""
+    require(
+        may_read(principal, device_id),
+        principal,
+        "a device token reads only its own device's images",
+    )
+
+
+def visible_device(principal: Principal) -> str | None:
+    """The one device whose images ``principal`` may list (a device's own); ``None``: every one."""
+    if rules_apply() and principal.kind == DEVICE:
+        return principal.subject
+    return None
+
+
+def may_read_every_device(principal: Principal) -> bool:
+    """The gallery's rule (API.md §8): anyone in open mode; a reader or staff in token mode."""
+    return not rules_apply() or principal.kind in (STAFF, READER)
 
 
 def may_upload(principal: Principal, device_id: str | None = None) -> bool:

@@ -49,10 +49,10 @@ class Listing:
         return [self.link(item) for item in self.page.items]
 
 
-def devices_page(params: Mapping[str, Any]) -> Listing:
-    """A page of ``/devices`` for query ``params`` (``limit``, ``cursor``)."""
+def devices_page(params: Mapping[str, Any], *, only: str | None = None) -> Listing:
+    """A page of ``/devices`` for query ``params`` (``limit``, ``cursor``); ``only`` that device."""
     query = validated(DeviceListQuerySerializer, params)
-    page = selectors.device_list(after=query.get("after"), limit=query["limit"])
+    page = selectors.device_list(after=query.get("after"), limit=query["limit"], only=only)
     next_url = None
     if page.has_more:
         cursor = cursor_encode(DEVICE_CURSOR, page.items[-1].device_id)

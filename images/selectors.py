@@ -161,13 +161,17 @@ def _device_aggregates() -> QuerySet:
     )
 
 
-def device_list(*, after: str | None = None, limit: int) -> Page[DeviceSummary]:
-    """Devices that have images, ordered by id, the first ``limit`` after ``after``.
+def device_list(
+    *, after: str | None = None, limit: int, only: str | None = None
+) -> Page[DeviceSummary]:
+    """Devices that have images, ordered by id, the first ``limit`` after ``after`` (or ``only``).
 
     One GROUP BY query that walks the ``(device_id, timestamp)`` index in
     order and stops after ``limit + 1`` groups; no image row is loaded.
     """
     queryset = _device_aggregates()
+    if only is not None:
+        queryset = queryset.filter(device_id=only)
     if after is not None:
         queryset = queryset.filter(device_id__gt=after)
     return _page([DeviceSummary(**row) for row in queryset[: limit + 1]], limit)

@@ -12,7 +12,6 @@ blocks.
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -235,8 +234,9 @@ class ImageCollection(ImageDownloads):
         return response
 
     async def render_get(self, request: Message) -> Message:
-        self._access.authenticate(request)
+        principal = self._access.authenticate(request) or ANONYMOUS
         image = await in_worker(_find)(_query(request))
+        access.read_check(principal, image.device_id)
         max_age, _ = access.image_lifetime(image, by_id=False)
         return await self.representation(request, image, max_age=max_age)
 
@@ -245,10 +245,11 @@ class ImageItem(ImageDownloads, resource.PathCapable):
     """``GET /collections/images/{id}``: the Location-Path of an upload."""
 
     async def render_get(self, request: Message) -> Message:
-        self._access.authenticate(request)
+        principal = self._access.authenticate(request) or ANONYMOUS
         if len(request.opt.uri_path) != 1:
             raise ImageNotFound("no resource at this path")
         image = await in_worker(selectors.image_get)(image_id=request.opt.uri_path[0])
+        access.read_check(principal, image.device_id)
         max_age, _ = access.image_lifetime(image, by_id=True)
         return await self.representation(request, image, max_age=max_age)
 
@@ -264,10 +265,12 @@ class Listing(FrontEnd):
         super().__init__()
         self._access = access
 
-    async def respond(self, request: Message, build: Callable[[], listings.Listing]) -> Message:
-        self._access.authenticate(request)
+    async def respond(
+        self, request: Message, build: Callable[[access.Principal], listings.Listing]
+    ) -> Message:
+        principal = self._access.authenticate(request) or ANONYMOUS
         content_format = _metadata_format(request)
-        listing = await in_worker(build)()
+        listing = await in_worker(build)(principal)
         if content_format != LINK_FORMAT:
             payload = METADATA_RENDERERS[content_format].render(listing.data())
             return Message(payload=payload, content_format=content_format)
@@ -281,9 +284,12 @@ class DeviceList(Listing):
     """``GET /devices``."""
 
     async def render_get(self, request: Message) -> Message:
-        return await self.respond(
-            request, functools.partial(listings.devices_page, _query(request))
-        )
+        query = _query(request)
+
+        def build(principal: access.Principal) -> listings.Listing:
+            return listings.devices_page(query, only=access.visible_device(principal))
+
+        return await self.respond(request, build)
 
 
 class DeviceImages(Listing, resource.PathCapable):
@@ -293,7 +299,12 @@ class DeviceImages(Listing, resource.PathCapable):
         path = request.opt.uri_path
         if len(path) != 2 or path[1] != "images":
             raise ImageNotFound("no resource at this path")
-        build = functools.partial(listings.device_images_page, path[0], _query(request))
+        query = _query(request)
+
+        def build(principal: access.Principal) -> listings.Listing:
+            access.read_check(principal, path[0])
+            return listings.device_images_page(path[0], query)
+
         return await self.respond(request, build)
 
 

@@ -43,10 +43,17 @@ def _judged(request: HttpRequest, allowed: Callable[[Principal], bool], message:
 # --- Outside DRF: the download fast path and exports ----------------------------------
 
 
-def check_read(request: HttpRequest) -> None:
-    """The read rule for views that bypass DRF's request cycle; raises 401 or 403."""
+def check_read(request: HttpRequest, device_id: str | None = None) -> None:
+    """The read rule for views that bypass DRF's request cycle; raises 401 or 403.
+
+    ``device_id``: the images read are that device's (``None``: before they are known).
+    """
     if access.rules_apply():
-        _judged(request, access.may_read, "reading needs a reader or device token")
+        _judged(
+            request,
+            lambda principal: access.may_read(principal, device_id),
+            "reading needs a reader token, or the device's own",
+        )
 
 
 def check_export(request: HttpRequest, device_id: str) -> None:

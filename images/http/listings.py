@@ -20,8 +20,8 @@ from rest_framework.views import APIView
 
 from formats.cbor import CBORRenderer
 from formats.linkformat import LinkFormatRenderer
-from images import listings
-from images.http import openapi
+from images import access, listings
+from images.http import auth, openapi
 from images.http.views import LinkFormatResponse
 from images.serializers import (
     DeviceListQuerySerializer,
@@ -73,7 +73,8 @@ class DeviceListView(ListingView):
         DeviceListQuerySerializer,
     )
     def get(self, request: Request) -> Response:
-        return self.page_response(request, listings.devices_page(request.query_params))
+        only = access.visible_device(auth.drf_principal(request))
+        return self.page_response(request, listings.devices_page(request.query_params, only=only))
 
 
 class DeviceImagesView(ListingView):
@@ -83,6 +84,7 @@ class DeviceImagesView(ListingView):
         "device_images", "A device's images", ImagePageSerializer, ImageListQuerySerializer
     )
     def get(self, request: Request, device_id: str) -> Response:
+        access.read_check(auth.drf_principal(request), device_id)
         return self.page_response(
             request, listings.device_images_page(device_id, request.query_params)
         )

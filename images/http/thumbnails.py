@@ -22,7 +22,7 @@ from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from images import access, selectors, thumbnails
-from images.http import openapi
+from images.http import auth, openapi
 from images.http.auth import vary_on
 from images.http.errors import error_response
 from images.models import Image
@@ -72,6 +72,7 @@ class ImageThumbnailView(APIView):
         if content_type is None:
             raise NotAcceptable(f"thumbnails are {' or '.join(thumbnails.CONTENT_TYPES)}")
         image = selectors.image_get(image_id=image_id)
+        access.read_check(auth.drf_principal(request), image.device_id)
         etag = thumbnail_etag(image, size, content_type)
         headers = {
             "ETag": etag,

@@ -262,6 +262,7 @@ METADATA_RENDERERS: dict[str, type[BaseRenderer]] = {
 
 def _download(request: HttpRequest, image: Image, *, immutable: bool) -> HttpResponse:
     """A revalidation answered from the row alone (what caches do most), else the download."""
+    auth.check_read(request, image.device_id)
     if is_conditional(request):
         answer = not_modified_response(request, image, immutable=immutable)
         if answer is not None:

@@ -136,7 +136,7 @@ def _gallery_access(view: Callable[..., HttpResponse]) -> Callable[..., HttpResp
 
     @functools.wraps(view)
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        if not _allows(request, access.may_read):
+        if not _allows(request, access.may_read_every_device):
             return redirect_to_login(request.get_full_path())
         return view(request, *args, **kwargs)
 

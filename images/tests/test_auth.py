@@ -112,14 +112,28 @@ def test_another_authorization_scheme_counts_as_no_credentials(client, image):
 
 
 @pytest.mark.usefixtures("token_mode")
-@pytest.mark.parametrize("who", ["reader", "cam-1", "cam-2"])
-def test_reader_and_device_tokens_read_everything(client, image, who):
+@pytest.mark.parametrize("who", ["reader", "cam-1"])
+def test_a_reader_and_the_images_own_device_read_them(client, image, who):
     headers = credentials(who)
     for url in read_urls(image):
         assert client.get(url, **headers).status_code == 200, url
         assert client.head(url, **headers).status_code == 200, url
     metadata = client.get(image.href, HTTP_ACCEPT="application/json", **headers)
     assert metadata.json()["deviceId"] == "cam-1"
+
+
+@pytest.mark.usefixtures("token_mode")
+def test_a_device_token_reads_only_its_own_devices_images(client, image):
+    """API.md §15: a stolen camera exposes only its own images."""
+    headers = credentials("cam-2")
+    for url in [url for url in read_urls(image) if url != "/devices"]:
+        assert client.get(url, **headers).status_code == 403, url
+        assert client.head(url, **headers).status_code == 403, url
+    assert client.get(image.href, HTTP_ACCEPT="application/json", **headers).status_code == 403
+    # The device list shows it its own device only (here: none, it sent nothing).
+    assert client.get("/devices", **headers).json()["items"] == []
+    own = client.get("/devices", **credentials("cam-1")).json()["items"]
+    assert [device["deviceId"] for device in own] == ["cam-1"]
 
 
 @pytest.mark.usefixtures("token_mode")

@@ -262,6 +262,17 @@ def test_a_download_through_a_device_or_reader_context_is_2_05(coap, uploaded, w
     assert by_id.payload == by_key.payload
 
 
+def test_another_devices_context_reads_none_of_its_images(coap, uploaded, other_device):
+    """API.md §15: a device's context reads its own device's images only (4.03 otherwise)."""
+    _, answer = uploaded
+    by_key = coap.request(
+        GET, "/collections/images", query={"deviceId": "cam-1", **KEY}, credentials=other_device
+    )
+    by_id = coap.request(GET, "/" + "/".join(answer.opt.location_path), credentials=other_device)
+    listing = coap.request(GET, "/devices/cam-1/images", credentials=other_device)
+    assert by_key.code == by_id.code == listing.code == Code.FORBIDDEN
+
+
 def test_a_100_kb_image_goes_block_wise_both_ways_through_oscore(coap, server, device, reader):
     image = noise_png(185)
     assert len(image) > 100_000
