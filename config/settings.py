@@ -203,6 +203,8 @@ IMAGES_RETENTION_INTERVAL = env_int("IMAGES_RETENTION_INTERVAL", 300)
 # "redis": pub/sub on REDIS_URL), and seconds between keep-alive comments.
 IMAGES_EVENTS = env_str("IMAGES_EVENTS", "auto")
 IMAGES_EVENTS_KEEPALIVE = env_int("IMAGES_EVENTS_KEEPALIVE", 15)
+# Event streams open at once per client address, and per token (API.md §15).
+IMAGES_EVENTS_PER_CLIENT = env_int("IMAGES_EVENTS_PER_CLIENT", 20)
 # Set by ``serve`` for its WSGI workers: the port of its stream listener, to
 # which they redirect stream requests (0: the streams are served in place).
 IMAGES_EVENTS_PORT = env_int("IMAGES_EVENTS_PORT", 0)

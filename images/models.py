@@ -75,6 +75,11 @@ class Image(models.Model):
                 condition=models.Q(compact_pending=True),
                 name="image_pending_compaction",
             ),
+            # Event replays after Last-Event-ID (API.md §15: an indexed range
+            # read, whatever the table's size), of every device and of one;
+            # retention by age reads the first too.
+            models.Index(fields=["received_at", "id"], name="image_received"),
+            models.Index(fields=["device_id", "received_at", "id"], name="image_device_received"),
         ]
 
     def __str__(self) -> str:

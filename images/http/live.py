@@ -14,6 +14,7 @@ which serves them on an event loop with the same checks and the same stream
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
@@ -129,6 +130,7 @@ def watch_for(request: HttpRequest, device_id: str | None) -> live.Watch:
         device_id,
         last_event_id=request.headers.get("Last-Event-ID", ""),
         token_id=None if token is None else token.pk,
+        client=request.META.get("REMOTE_ADDR", ""),
     )
 
 
@@ -162,7 +164,11 @@ def events_stream(request: HttpRequest, device_id: str | None) -> HttpResponse:
         watch = watch_for(request, device_id)
     except Exception as exc:  # noqa: BLE001 - every error becomes a contract error
         return response_for_exception(request, exc)
-    body = iter(()) if request.method == "HEAD" else sse.sse_stream(watch)
+    if request.method == "HEAD":
+        watch.release()  # a HEAD holds no stream
+        body: Iterator[bytes] = iter(())
+    else:
+        body = sse.sse_stream(watch)
     response = StreamingHttpResponse(body, content_type=f"{sse.MEDIA_TYPE}; charset=utf-8")
     stream_headers(response)
     return response

@@ -82,6 +82,7 @@ async def application(scope: Scope, receive: Receive, send: Send) -> None:
         return  # the connection broke while sending
     finally:
         await chunks.aclose()
+        watch.release()
 
 
 def _open(scope: Scope) -> HttpResponse | tuple[live.Watch, HttpResponse]:

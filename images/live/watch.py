@@ -18,7 +18,9 @@ stream holds an unbounded backlog.
 
 from __future__ import annotations
 
+import threading
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -26,12 +28,17 @@ from django.db.models import Q
 
 from images import access
 from images.access import Principal
-from images.errors import ImageNotFound
+from images.errors import ImageNotFound, RateLimited
 from images.live.events import Event, image_event
 from images.live.hub import Subscription, hub
 from images.models import Image
 
 REPLAY_LIMIT = 1000
+_RETRY_AFTER_SECONDS = 5
+# Open watches per client address and per token, in this process (the
+# stream listener under serve; the development server).
+_open_per_client: Counter[str] = Counter()
+_open_lock = threading.Lock()
 
 
 def image_latest(device_id: str) -> Image:
@@ -69,6 +76,8 @@ class Watch:
     replayed: set[str] = field(default_factory=set)
     # The replay stopped at REPLAY_LIMIT: end the stream after it.
     truncated: bool = False
+    # What this watch counts against (its client's address, its token), until released.
+    holds: tuple[str, ...] = ()
 
     def subscribe(self, loop: object = None) -> None:
         """Subscribe; the replay that follows waits for :meth:`.hub.Hub.wait_listening`."""
@@ -80,6 +89,16 @@ class Watch:
         if self.subscription is not None:
             hub().unsubscribe(self.subscription)
             self.subscription = None
+        self.release()
+
+    def release(self) -> None:
+        """No longer count this watch against its client (idempotent)."""
+        with _open_lock:
+            for key in self.holds:
+                _open_per_client[key] -= 1
+                if _open_per_client[key] <= 0:
+                    del _open_per_client[key]
+            self.holds = ()
 
     def replay(self) -> list[Event]:
         """The events stored after ``last_event_id`` (none without one), oldest first.
@@ -93,7 +112,9 @@ class Watch:
         rows = Image.objects.defer("data").order_by("received_at", "id")
         if self.device_id is not None:
             rows = rows.filter(device_id=self.device_id)
-        rows = rows.filter(
+        # The >= bound makes it a range read of the (device_id,) received_at,
+        # id index; the OR then only trims the images of that same instant.
+        rows = rows.filter(received_at__gte=after.received_at).filter(
             Q(received_at__gt=after.received_at) | Q(received_at=after.received_at, id__gt=after.id)
         )
         images = list(rows[: REPLAY_LIMIT + 1])
@@ -128,12 +149,28 @@ def watch_open(
     *,
     last_event_id: str = "",
     token_id: int | None = None,
+    client: str = "",
 ) -> Watch:
-    """A watch ``principal`` may open (else 401/403); nothing is subscribed yet."""
+    """A watch ``principal`` may open (else 401/403, or 429); nothing is subscribed yet.
+
+    At most ``IMAGES_EVENTS_PER_CLIENT`` watches are open at once per client
+    address, and per token (API.md §15); past that :class:`RateLimited`.
+    The watch counts until :meth:`Watch.release` (which unsubscribing does).
+    """
     watch_check(principal, device_id)
     if device_id is not None and "\x00" in device_id:
         raise ImageNotFound("no images from this device", field="deviceId")
-    return Watch(device_id=device_id, last_event_id=last_event_id, token_id=token_id)
+    holds = (f"client {client}",) + (() if token_id is None else (f"token {token_id}",))
+    most = settings.IMAGES_EVENTS_PER_CLIENT
+    with _open_lock:
+        if any(_open_per_client[key] >= most for key in holds):
+            raise RateLimited(
+                f"at most {most} event streams may be open at once per client",
+                retry_after=_RETRY_AFTER_SECONDS,
+            )
+        for key in holds:
+            _open_per_client[key] += 1
+    return Watch(device_id=device_id, last_event_id=last_event_id, token_id=token_id, holds=holds)
 
 
 def listener_origin(host: str) -> str | None:

@@ -264,3 +264,22 @@ def test_revoking_a_token_ends_the_streams_it_opened(client, token_mode):
         assert client.get("/events", HTTP_ACCEPT="*/*", **reader).status_code == 401
     finally:
         kept_stream.close()
+
+
+def test_a_client_holds_at_most_its_share_of_open_streams(client, settings):
+    """API.md §15: past IMAGES_EVENTS_PER_CLIENT open streams, 429 with Retry-After."""
+    settings.IMAGES_EVENTS_PER_CLIENT = 2
+    first = open_stream(client, "/events")
+    second = open_stream(client, "/devices/cam/events")
+    try:
+        refused = client.get("/events", HTTP_ACCEPT="text/event-stream")
+        assert refused.status_code == 429
+        assert int(refused["Retry-After"]) > 0
+        assert client.head("/events").status_code == 429  # a HEAD counts the same
+    finally:
+        first.close()
+    third = open_stream(client, "/events")  # one closed: room for one more
+    third.close()
+    second.close()
+    assert client.head("/events").status_code == 200
+    assert client.head("/events").status_code == 200  # a HEAD holds nothing
