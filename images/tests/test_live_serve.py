@@ -14,6 +14,7 @@ import json
 import os
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -317,4 +318,26 @@ def test_postgres_losing_the_listen_connection_ends_streams_and_replay_fills_the
         newer = upload(instance, "cam", 2)
         assert again.next()["id"] == newer["id"]
     finally:
+        stop_all(instance)
+
+
+def test_idle_connections_keep_no_reader_out_and_are_closed(tmp_path):
+    """API.md §15: 300 connections that send nothing keep no reader out; a stalled request ends."""
+    instance = serve(tmp_path, fresh_database_url(tmp_path), "serve")
+    idle: list[socket.socket] = []
+    try:
+        for _ in range(300):
+            connection = socket.create_connection(("127.0.0.1", instance.events_port), timeout=5)
+            idle.append(connection)
+        stream = Stream(f"http://127.0.0.1:{instance.events_port}/events").start()
+        assert stream.status == 200
+        stored = upload(instance, "cam", 1)
+        assert stream.next()["id"] == stored["id"]
+        # A connection that began a request and never finished it is closed (within 10 s).
+        idle[0].sendall(b"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        idle[0].settimeout(30)
+        assert idle[0].recv(1024) == b""
+    finally:
+        for connection in idle:
+            connection.close()
         stop_all(instance)

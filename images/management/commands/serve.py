@@ -132,6 +132,8 @@ class Command(BaseCommand):
             str(options["graceful_timeout"]),
             "--respawn-failed-workers",
             "--no-ws",
+            "--http1-header-read-timeout",
+            "10000",
             # The gallery's stylesheet, served by granian itself (no Python).
             "--static-path-route",
             "/static",
@@ -170,6 +172,10 @@ class Command(BaseCommand):
             # Each open stream is a connection: let thousands in.
             "--backpressure",
             "20000",
+            # A connection that sends no complete request within 10 s is
+            # closed (API.md §15): idle ones cannot hold the listener.
+            "--http1-header-read-timeout",
+            "10000",
             "config.events:application",
         ]
         # Below the HTTP workers: on a busy box the scheduler runs a worker
