@@ -15,8 +15,11 @@ import sys
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from hypothesis import given
+from hypothesis import strategies as st
 
 from conftest import ROOT, free_port
+from images.storage.objects import Bucket
 
 MALFORMED = {
     "S3://images": "not an s3://",
@@ -87,3 +90,13 @@ def test_serve_names_a_port_it_cannot_bind(tmp_path, which):
     assert f"127.0.0.1:{port}" in result.stderr
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@given(st.text(max_size=200))
+def test_the_storage_url_parser_takes_any_text(url):
+    """Fuzzing: a Bucket whose location parses to itself again, or a ValueError; nothing else."""
+    try:
+        bucket = Bucket.parse("s3://" + url)
+    except ValueError:
+        return
+    assert Bucket.parse(bucket.location(bucket.prefix).rstrip("/")) == bucket

@@ -14,8 +14,12 @@ import tarfile
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from conftest import png_bytes
+from images.lifecycle.tarball import TarballUnreadable, tarball_import
 from images.models import Image
 
 pytestmark = pytest.mark.django_db
@@ -140,3 +144,19 @@ def test_an_oversized_extended_header_is_refused_before_it_is_read(tmp_path, cap
     assert failed
     assert "extended header" in err
     assert Image.objects.filter(timestamp__day=10).exists()
+
+
+@hypothesis_settings(max_examples=60, deadline=5000, suppress_health_check=list(HealthCheck))
+@given(st.binary(max_size=6000), st.integers(0, 3))
+def test_any_bytes_are_a_report_or_unreadable_never_another_error(data, spliced):
+    """Fuzzing the tar reader: for every input, a report or TarballUnreadable, in bounded time."""
+    whole = io.BytesIO()
+    with tarfile.open(fileobj=whole, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, member in pair(20)[:spliced]:
+            add(tar, name, member)
+    stream = io.BytesIO(whole.getvalue()[: len(whole.getvalue()) // 2] + data)
+    try:
+        report = tarball_import(stream)
+    except TarballUnreadable:
+        return
+    assert all(isinstance(name, str) and isinstance(what, str) for name, what in report.problems)
