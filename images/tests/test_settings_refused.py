@@ -41,23 +41,23 @@ def test_movestorage_refuses_a_malformed_location_with_the_reason(url, reason):
         call_command("movestorage", to=url)
 
 
-@pytest.mark.parametrize(
-    ("url", "reason"), list(MALFORMED.items())[:3], ids=["scheme", "port", "userinfo"]
-)
-def test_the_service_refuses_to_start_with_a_malformed_images_storage(tmp_path, url, reason):
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
-        "IMAGES_STORAGE": url,
-    }
-    result = subprocess.run(
-        [sys.executable, "manage.py", "check"],
+def manage(tmp_path, *command: str, **env: str) -> subprocess.CompletedProcess:
+    """``manage.py command`` on a fresh SQLite file, with ``env`` added; its outcome."""
+    return subprocess.run(
+        [sys.executable, "manage.py", *command],
         cwd=ROOT,
-        env=env,
+        env={**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}", **env},
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"), list(MALFORMED.items())[:3], ids=["scheme", "port", "userinfo"]
+)
+def test_the_service_refuses_to_start_with_a_malformed_images_storage(tmp_path, url, reason):
+    result = manage(tmp_path, "check", IMAGES_STORAGE=url)
     assert result.returncode != 0
     assert "IMAGES_STORAGE" in result.stderr
     assert reason in result.stderr
@@ -69,22 +69,13 @@ def test_serve_names_a_port_it_cannot_bind(tmp_path, which):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        other = free_port()
-        ports = {"--port": str(other), "--events-port": str(free_port())}
+        ports = {"--port": str(free_port()), "--events-port": str(free_port())}
         ports[which] = str(port)
-        env = {
-            **os.environ,
-            "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
-            "SECRET_KEY": "test-only-secret",
-        }
-        result = subprocess.run(
-            [sys.executable, "manage.py", "serve", "--host", "127.0.0.1", "--coap-port", "0"]
-            + [item for pair in ports.items() for item in pair],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
+        options = [item for pair in ports.items() for item in pair]
+        result = manage(
+            tmp_path,
+            *("serve", "--host", "127.0.0.1", "--coap-port", "0", *options),
+            SECRET_KEY="test-only-secret",
         )
     assert result.returncode != 0
     assert f"127.0.0.1:{port}" in result.stderr
