@@ -100,8 +100,10 @@ def populate(database_url: str, start: int, stop: int) -> None:
             db.executemany(
                 "INSERT INTO images_image (id, device_id, timestamp, content_type, width, height,"
                 " original_size, stored_size, sha256, original_sha256, received_at, modified_at,"
-                " optimized, attempts, location, data) VALUES (?, 'lookup', ?, 'image/png', 1, 1,"
-                " 1, 1, '', '', '2024-01-01 00:00:00', '2024-01-01 00:00:00', 1, 0, '', x'00')",
+                " optimized, attempts, location, data, at_rest_size, at_rest_form,"
+                " compact_pending, failure) VALUES (?, 'lookup', ?, 'image/png', 1, 1,"
+                " 1, 1, '', '', '2024-01-01 00:00:00', '2024-01-01 00:00:00', 1, 0, '', x'00',"
+                " 1, '', 0, '')",
                 (
                     (f"{i:032x}", f"2000-01-01 00:00:{i // 1_000_000:02d}.{i % 1_000_000:06d}")
                     for i in range(start, stop)
@@ -112,9 +114,11 @@ def populate(database_url: str, start: int, stop: int) -> None:
         database_url,
         "INSERT INTO images_image (id, device_id, timestamp, content_type, width, height,"
         " original_size, stored_size, sha256, original_sha256, received_at, modified_at,"
-        " optimized, attempts, location, data) SELECT md5(i::text)::uuid, 'lookup',"
+        " optimized, attempts, location, data, at_rest_size, at_rest_form, compact_pending,"
+        " failure) SELECT md5(i::text)::uuid, 'lookup',"
         " timestamp '2000-01-01' + i * interval '1 microsecond', 'image/png', 1, 1, 1, 1,"
-        " '', '', now(), now(), true, 0, '', '\\x00'::bytea FROM generate_series(%s, %s - 1) AS i",
+        " '', '', now(), now(), true, 0, '', '\\x00'::bytea, 1, '', false, ''"
+        " FROM generate_series(%s, %s - 1) AS i",
         (start, stop),
     )
 

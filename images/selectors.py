@@ -14,6 +14,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Count, Field, Max, Min, Q, QuerySet
 from django.db.models.expressions import Col
 
+from images import storage
 from images.errors import ImageNotFound
 from images.models import Image
 from images.storage import pgbinary
@@ -21,18 +22,18 @@ from images.storage import pgbinary
 T = TypeVar("T")
 
 
-def image_find(*, device_id: str, timestamp: datetime) -> Image:
-    """The image a device sent at ``timestamp`` (unique index lookup), without its bytes."""
-    image = _fetch_one(device_id=device_id, timestamp=timestamp)
+def image_find(*, device_id: str, timestamp: datetime, with_data: bool = True) -> Image:
+    """The image a device sent at ``timestamp`` (unique index lookup)."""
+    image = _fetch_one(with_data=with_data, device_id=device_id, timestamp=timestamp)
     if image is None:
         raise ImageNotFound("no image for this deviceId and timestamp")
     return image
 
 
-def image_get(*, image_id: uuid.UUID | str) -> Image:
-    """The image with this id (primary key lookup), without its bytes."""
+def image_get(*, image_id: uuid.UUID | str, with_data: bool = True) -> Image:
+    """The image with this id (primary key lookup)."""
     try:
-        image = _fetch_one(id=image_id)
+        image = _fetch_one(with_data=with_data, id=image_id)
     except (ValueError, ValidationError):
         image = None
     if image is None:
@@ -56,7 +57,7 @@ class _RowPlan:
 _PLANS_ATTRIBUTE = "_images_row_plans"
 
 
-def _row_plan(database: BaseDatabaseWrapper, keys: tuple[str, ...]) -> _RowPlan:
+def _row_plan(database: BaseDatabaseWrapper, with_data: bool, keys: tuple[str, ...]) -> _RowPlan:
     """The SQL and converters Django's compiler would use, without compiling each time.
 
     Downloads are the hot path. ``QuerySet.get()`` spent 190 of a lookup's
@@ -65,16 +66,15 @@ def _row_plan(database: BaseDatabaseWrapper, keys: tuple[str, ...]) -> _RowPlan:
     (aware datetimes, UUIDs, booleans) and costs nothing after the first call.
     Plans belong to a connection because converters are its methods.
     """
-    plans: dict[tuple[str, ...], _RowPlan] = database.__dict__.setdefault(_PLANS_ATTRIBUTE, {})
-    plan = plans.get(keys)
+    plans: dict[tuple[bool, tuple[str, ...]], _RowPlan] = database.__dict__.setdefault(
+        _PLANS_ATTRIBUTE, {}
+    )
+    plan = plans.get((with_data, keys))
     if plan is not None:
         return plan
     meta = Image._meta
     quote = database.ops.quote_name
-    # The bytes are read by images.storage, which serves recent ones from its
-    # cache of checked bytes: carrying a blob with every row cost a download
-    # about 8 % of its CPU (bench/sidebyside, bytes in the database against S3).
-    fields = [f for f in meta.concrete_fields if f.name != "data"]
+    fields = [f for f in meta.concrete_fields if with_data or f.name != "data"]
     key_fields = tuple(meta.get_field(name) for name in keys)
     converters = []
     for index, field in enumerate(fields):
@@ -83,7 +83,7 @@ def _row_plan(database: BaseDatabaseWrapper, keys: tuple[str, ...]) -> _RowPlan:
         if found:
             converters.append((index, column, tuple(found)))
     where = " AND ".join(f"{quote(field.column)} = %s" for field in key_fields)
-    columns = ", ".join(quote(field.column) for field in fields)
+    columns = ", ".join(_column_sql(field, quote) for field in fields)
     plan = _RowPlan(
         sql=f"SELECT {columns} FROM {quote(meta.db_table)} WHERE {where}",
         key_fields=key_fields,
@@ -93,14 +93,27 @@ def _row_plan(database: BaseDatabaseWrapper, keys: tuple[str, ...]) -> _RowPlan:
         # the statement once it has run a few times.
         binary=database.vendor == "postgresql",
     )
-    plans[keys] = plan
+    plans[(with_data, keys)] = plan
     return plan
 
 
-def _fetch_one(**equal: Any) -> Image | None:
-    """The row whose fields equal ``equal`` (a unique index), in one query, its bytes deferred."""
+def _column_sql(field: Field, quote: Callable[[str], str]) -> str:
+    if field.name != "data":
+        return quote(field.column)
+    # The bytes come with the row only when small; a large image is streamed
+    # by images.storage (NULL here), and one in an object store has none.
+    return f"CASE WHEN {storage.whole_read_sql(quote)} THEN {quote(field.column)} END"
+
+
+def _fetch_one(*, with_data: bool, **equal: Any) -> Image | None:
+    """The row whose fields equal ``equal`` (a unique index), in one query.
+
+    Without ``with_data`` the image bytes are not read (the field is
+    deferred); with it, only a small image's (:func:`images.storage.image_bytes`
+    reads the rest).
+    """
     database = connections[DEFAULT_DB_ALIAS]
-    plan = _row_plan(database, tuple(equal))
+    plan = _row_plan(database, with_data, tuple(equal))
     params = [
         field.get_db_prep_value(value, database)
         for field, value in zip(plan.key_fields, equal.values(), strict=True)

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 from django.core.cache import cache
 
-from images import storage
+from images import selectors, storage
 from images.compression.thumbnail import (
     CONTENT_TYPES,
     EXTENSIONS,
@@ -50,7 +50,7 @@ def thumbnail_for(image: Image, size: int, content_type: str) -> bytes:
     key = _key(image.sha256, size, content_type)
     data = cache.get(key)
     if data is None:
-        stored = storage.image_bytes(image)
+        stored = storage.image_bytes(selectors.image_get(image_id=image.id))
         data = thumbnail_make(stored, size=size, content_type=content_type).data
         cache.set(key, data, CACHE_SECONDS)
         # A race between two requests may drop one entry from the index;

@@ -170,7 +170,7 @@ class ImageDownloads(FrontEnd):
             return Message(code=Code.VALID, etag=etag, max_age=max_age)
         data = self._blobs.get(image.sha256)
         if data is None:
-            data = await in_worker(storage.image_bytes)(image)
+            data = await in_worker(_image_bytes)(image)
             self._blobs.put(image.sha256, data)
         return Message(
             code=Code.CONTENT,
@@ -248,7 +248,9 @@ class ImageItem(ImageDownloads, resource.PathCapable):
         principal = self._access.authenticate(request) or ANONYMOUS
         if len(request.opt.uri_path) != 1:
             raise ImageNotFound("no resource at this path")
-        image = await in_worker(selectors.image_get)(image_id=request.opt.uri_path[0])
+        image = await in_worker(selectors.image_get)(
+            image_id=request.opt.uri_path[0], with_data=False
+        )
         access.read_check(principal, image.device_id)
         max_age, _ = access.image_lifetime(image, by_id=True)
         return await self.representation(request, image, max_age=max_age)
@@ -314,7 +316,11 @@ def etag_for(image: Image) -> bytes:
 
 
 def _find(query: Mapping[str, str]) -> Image:
-    return selectors.image_find(**validated(ImageKeySerializer, query))
+    return selectors.image_find(with_data=False, **validated(ImageKeySerializer, query))
+
+
+def _image_bytes(image: Image) -> bytes:
+    return storage.image_bytes(selectors.image_get(image_id=image.id))
 
 
 def _query(request: Message) -> dict[str, str]:

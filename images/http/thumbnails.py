@@ -71,7 +71,7 @@ class ImageThumbnailView(APIView):
         content_type = django_request.get_preferred_type(list(thumbnails.CONTENT_TYPES))
         if content_type is None:
             raise NotAcceptable(f"thumbnails are {' or '.join(thumbnails.CONTENT_TYPES)}")
-        image = selectors.image_get(image_id=image_id)
+        image = selectors.image_get(image_id=image_id, with_data=False)
         access.read_check(auth.drf_principal(request), image.device_id)
         etag = thumbnail_etag(image, size, content_type)
         headers = {

@@ -10,8 +10,10 @@ what, and how often, is ``images.http.auth``'s; the schema's pieces are
 
 from __future__ import annotations
 
+import functools
 import io
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse
@@ -219,8 +221,8 @@ class ImageCollectionView(DownloadFastPath):
         responses=openapi.download_responses("The stored image."),
     )
     def get(self, request: HttpRequest) -> HttpResponse:
-        image = selectors.image_find(**validated(ImageKeySerializer, request.GET))
-        return _download(request, image, immutable=False)
+        key = validated(ImageKeySerializer, request.GET)
+        return _download(request, functools.partial(selectors.image_find, **key), immutable=False)
 
 
 class ImageItemView(DownloadFastPath):
@@ -240,7 +242,8 @@ class ImageItemView(DownloadFastPath):
         ),
     )
     def get(self, request: HttpRequest, image_id: uuid.UUID) -> HttpResponse:
-        return _download(request, selectors.image_get(image_id=image_id), immutable=True)
+        fetch = functools.partial(selectors.image_get, image_id=image_id)
+        return _download(request, fetch, immutable=True)
 
     @extend_schema(
         operation_id="image_delete",
@@ -249,7 +252,7 @@ class ImageItemView(DownloadFastPath):
         responses={204: OpenApiResponse(description="Deleted."), **openapi.errors(401, 403, 404)},
     )
     def delete(self, request: Request, image_id: uuid.UUID) -> Response:
-        image = selectors.image_get(image_id=image_id)
+        image = selectors.image_get(image_id=image_id, with_data=False)
         self.check_object_permissions(request, image)
         services.image_delete(image_id=image.id)
         return Response(status=204)
@@ -260,13 +263,23 @@ METADATA_RENDERERS: dict[str, type[BaseRenderer]] = {
 }
 
 
-def _download(request: HttpRequest, image: Image, *, immutable: bool) -> HttpResponse:
-    """A revalidation answered from the row alone (what caches do most), else the download."""
-    auth.check_read(request, image.device_id)
+def _download(
+    request: HttpRequest, fetch: Callable[..., Image], *, immutable: bool
+) -> HttpResponse:
+    """A revalidation answered from the row alone (what caches do most), else the download.
+
+    ``fetch(with_data=...)`` reads the row; a download reads a small image's
+    bytes with it, in the same query, so that an optimizer replacing them
+    meanwhile cannot make the read fail (a second query would).
+    """
     if is_conditional(request):
-        answer = not_modified_response(request, image, immutable=immutable)
+        head = fetch(with_data=False)
+        auth.check_read(request, head.device_id)
+        answer = not_modified_response(request, head, immutable=immutable)
         if answer is not None:
             return answer
+    image = fetch()
+    auth.check_read(request, image.device_id)
     return image_or_metadata(request, image, immutable=immutable)
 
 

@@ -275,7 +275,7 @@ def gallery_device(request: HttpRequest, device_id: str) -> HttpResponse:
 @_not_found_page
 def gallery_image(request: HttpRequest, image_id: uuid.UUID) -> HttpResponse:
     """One image: the full picture, its metadata, download and delete, and its neighbours."""
-    image = selectors.image_get(image_id=image_id)
+    image = selectors.image_get(image_id=image_id, with_data=False)
     newer = selectors.device_images(device_id=image.device_id, after=image.timestamp, limit=1).items
     older = selectors.device_images(
         device_id=image.device_id, after=image.timestamp, limit=1, newest_first=True
@@ -306,7 +306,7 @@ def gallery_image_delete(request: HttpRequest, image_id: uuid.UUID) -> HttpRespo
     (:func:`images.access.may_delete`). After deleting, back to the
     device's page, or to ``/`` if that was its last image.
     """
-    image = selectors.image_get(image_id=image_id)
+    image = selectors.image_get(image_id=image_id, with_data=False)
     if not _allows(request, lambda who: access.may_delete(who, image.device_id)):
         raise PermissionDenied("deleting needs a staff user or the image's device token")
     if request.method != "POST":

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from django.conf import settings
@@ -195,6 +195,11 @@ def reads_whole(image: Image) -> bool:
     whatever its size; anything else is streamed.
     """
     return image.at_rest_size <= WHOLE_READ_BYTES or bool(image.at_rest_form)
+
+
+def whole_read_sql(quote: Callable[[str], str]) -> str:
+    """:func:`reads_whole`'s size test as SQL, for a query that reads the bytes with the row."""
+    return f"{quote(Image._meta.get_field('at_rest_size').column)} <= {WHOLE_READ_BYTES}"
 
 
 def image_bytes(image: Image, *, cached: bool = True) -> bytes:
