@@ -60,7 +60,7 @@ def latency_under_load(
     """``latency`` again (shorter), while wrk uploads to unwatched devices as fast as it can.
 
     Under a stream of uploads the listener reads its channel at a pace
-    (images.events.Hub.PACE_SECONDS), so deliveries wait longer than alone.
+    (images.live.Hub.PACE_SECONDS), so deliveries wait longer than alone.
     """
     image, content_type = rate_image(args, tmp)
     script = tmp / "upload-load.lua"
