@@ -141,7 +141,7 @@ def walk(case: str) -> list[dict[str, Any]]:
     rows = [phase("request", str(response.status_code), note)]
     out = io.StringIO()
     call_command("optimize", stdout=out)
-    rows.append(phase("background", "-", out.getvalue().strip()))
+    rows.append(phase("background", "-", "; ".join(out.getvalue().split("\n")).strip("; ")))
     return rows
 
 
