@@ -80,6 +80,11 @@ class Image(models.Model):
             # retention by age reads the first too.
             models.Index(fields=["received_at", "id"], name="image_received"),
             models.Index(fields=["device_id", "received_at", "id"], name="image_device_received"),
+            # What each device holds (count and Σ at_rest_size), read by
+            # retention's byte bounds from the index alone, never the rows.
+            models.Index(
+                fields=["device_id", "timestamp", "at_rest_size"], name="image_device_held"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -110,3 +115,27 @@ class Token(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} token {self.pk} for {self.subject!r}"
+
+
+class DevicePolicy(models.Model):
+    """Retention for a device or a family of devices, instead of the global settings (API.md §16).
+
+    ``pattern`` is a device id, or a prefix followed by ``*`` (``cam-*``; ``*``
+    alone is every device). The most specific pattern governs a device: its
+    exact id, else the longest matching prefix (images.lifecycle.policies).
+    Each bound is None to inherit the global setting (IMAGES_RETENTION_DAYS,
+    IMAGES_RETENTION_MAX_PER_DEVICE, none for bytes), or 0 for no bound at
+    all: how an operator keeps one camera's images for ever while the global
+    retention is on.
+    """
+
+    pattern = models.CharField(max_length=100, unique=True)
+    retention_days = models.PositiveIntegerField(null=True, blank=True)
+    max_images = models.PositiveIntegerField(null=True, blank=True)
+    # Of the device's Σ at_rest_size: what the database or store holds for it.
+    max_bytes = models.PositiveBigIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"policy {self.pattern}"
