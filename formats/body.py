@@ -53,16 +53,36 @@ def read_body(stream: Any, parser_context: Mapping[str, Any] | None) -> bytes:
 
 def _pieces(stream: Any, parser_context: Mapping[str, Any] | None) -> Iterator[bytes]:
     """The body in pieces, up to its Content-Length; ``ParseError`` if it ends short."""
-    request = (parser_context or {}).get("request")
-    length = request.META.get("CONTENT_LENGTH", "") if request is not None else ""
-    announced = int(length) if length.isdigit() else None
-    received = 0
-    while stream is not None:
-        wanted = _PIECE_BYTES if announced is None else min(_PIECE_BYTES, announced - received)
-        piece = stream.read(wanted) if wanted > 0 else b""
-        if not piece:
-            break
-        received += len(piece)
+    body = CheckedBody(stream, parser_context)
+    while piece := body.read(_PIECE_BYTES):
         yield piece
-    if announced is not None and received < announced:
-        raise ParseError(f"the request body ended after {received} of its {announced} bytes")
+
+
+class CheckedBody:
+    """A request body as a file that reads up to its Content-Length, and no further.
+
+    For a parser that reads the body itself (Django's multipart parser):
+    ``read()`` raises ``ParseError`` (400) when the body ends before its
+    Content-Length, as :func:`read_body` does, so that a client that gave up
+    half-way is not taken to have sent a shorter image.
+    """
+
+    def __init__(self, stream: Any, parser_context: Mapping[str, Any] | None) -> None:
+        request = (parser_context or {}).get("request")
+        length = request.META.get("CONTENT_LENGTH", "") if request is not None else ""
+        self._source = stream
+        self._announced = int(length) if length.isdigit() else None
+        self._received = 0
+
+    def read(self, size: int = -1) -> bytes:
+        wanted = size
+        if self._announced is not None:
+            left = self._announced - self._received
+            wanted = left if size < 0 else min(size, left)
+        piece = self._source.read(wanted) if wanted != 0 and self._source is not None else b""
+        self._received += len(piece)
+        if not piece and wanted != 0 and self._announced is not None:
+            raise ParseError(
+                f"the request body ended after {self._received} of its {self._announced} bytes"
+            )
+        return piece

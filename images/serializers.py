@@ -9,6 +9,8 @@ import base64
 import binascii
 import functools
 import unicodedata
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -107,6 +109,84 @@ class ImageKeySerializer(serializers.Serializer):
 
     deviceId = DeviceIdField(source="device_id")
     timestamp = TimestampField(space_means_plus=True)
+
+
+# A form's image part: the first of these names that is a file part, else the
+# form's only file part (API.md §16).
+IMAGE_PART_NAMES = ("imageData", "image")
+KEY_NAMES = ("deviceId", "timestamp")
+
+
+@dataclass(frozen=True)
+class FormParts:
+    """What a form holds, for :class:`ImagePartField` to pick the image from."""
+
+    files: Mapping[str, Sequence[Any]]
+    text: frozenset[str]
+
+
+class ImagePartField(serializers.Field):
+    """The image's file part of a form, its bytes raw (never base64 text)."""
+
+    default_error_messages = {
+        "missing": "the image is missing: send it as a file part named imageData",
+        "text": "must be a file part (one with a filename), the image's own bytes, "
+        "not a text field",
+        "repeated": "one file part named {name}, not {count}",
+        "ambiguous": "file parts {names}, none named imageData or image: "
+        "name the image's part imageData",
+    }
+
+    def to_internal_value(self, data: FormParts) -> Any:
+        for name in IMAGE_PART_NAMES:
+            if name in data.files:
+                return self._one(name, data.files[name])
+            if name in data.text:
+                self.fail("text")
+        if not data.files:
+            self.fail("missing")
+        if len(data.files) > 1:
+            self.fail("ambiguous", names=", ".join(sorted(data.files)))
+        [(name, parts)] = data.files.items()
+        return self._one(name, parts)
+
+    def _one(self, name: str, parts: Sequence[Any]) -> Any:
+        if len(parts) != 1:
+            self.fail("repeated", name=name, count=len(parts))
+        return parts[0]
+
+
+class ImageFormSerializer(serializers.Serializer):
+    """A ``multipart/form-data`` upload (RFC 7578), as IP cameras and ESP32 firmware send it.
+
+    ``deviceId`` and ``timestamp`` are text fields, each taken from the query
+    instead when the form lacks it (as a raw upload's; a form field wins);
+    the image is a file part (:class:`ImagePartField`). Other fields are
+    ignored.
+    """
+
+    def __init__(
+        self,
+        *,
+        text: Mapping[str, str],
+        files: Mapping[str, Sequence[Any]],
+        query: Mapping[str, Any],
+    ) -> None:
+        self.from_query = frozenset(
+            name for name in KEY_NAMES if name not in text and name in query
+        )
+        data: dict[str, Any] = {name: query[name] for name in self.from_query}
+        data.update({name: text[name] for name in KEY_NAMES if name in text})
+        data["imageData"] = FormParts(files=files, text=frozenset(text))
+        super().__init__(data=data)
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        # A "+" in a query arrives as a space; in a form field it is itself.
+        return {
+            "deviceId": DeviceIdField(source="device_id"),
+            "timestamp": TimestampField(space_means_plus="timestamp" in self.from_query),
+            "imageData": ImagePartField(source="data"),
+        }
 
 
 class ImageMetadataSerializer(serializers.ModelSerializer):

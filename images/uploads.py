@@ -7,9 +7,10 @@ judged, in which order, and what is stored is here:
    CoAP: on the first block): the media type (415), the size the body
    announces (413), and for a raw image, whose key is in the query, the key
    (400), who may upload as that device (401/403) and the rates (429);
-2. :meth:`Upload.store`, with the body: for a JSON or CBOR envelope, parse
-   and validate it (400), then who and the rates, now that the body names
-   the device; then ingest (:func:`images.services.image_ingest`).
+2. :meth:`Upload.store`, with the body: for a JSON or CBOR envelope, or a
+   multipart form (HTTP only, API.md §16), validate it (400), then who and
+   the rates, now that the body names the device; then ingest
+   (:func:`images.services.image_ingest`).
 
 A front end maps the typed errors to its wire once, at its edge.
 """
@@ -18,8 +19,9 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, BinaryIO
 
 from rest_framework.exceptions import ParseError
 
@@ -32,7 +34,12 @@ from images.errors import (
     InvalidInput,
     UnsupportedMediaType,
 )
-from images.serializers import ImageKeySerializer, ImageUploadSerializer, validated
+from images.serializers import (
+    ImageFormSerializer,
+    ImageKeySerializer,
+    ImageUploadSerializer,
+    validated,
+)
 
 RAW_IMAGE_TYPES = frozenset(
     {
@@ -46,11 +53,26 @@ RAW_IMAGE_TYPES = frozenset(
     }
 )
 JSON_MEDIA_TYPE = "application/json"
+# RFC 7578; parsed by the HTTP front end (CoAP has no content format for it).
+FORM_MEDIA_TYPE = "multipart/form-data"
 ENVELOPE_PARSERS = {JSON_MEDIA_TYPE: StrictJSONParser(), CBOR_MEDIA_TYPE: CBORParser()}
-ACCEPTED_TYPES = (JSON_MEDIA_TYPE, CBOR_MEDIA_TYPE, *sorted(RAW_IMAGE_TYPES))
+ACCEPTED_TYPES = (JSON_MEDIA_TYPE, CBOR_MEDIA_TYPE, FORM_MEDIA_TYPE, *sorted(RAW_IMAGE_TYPES))
 
-# Room for the JSON/CBOR envelope around the image (API.md §9: "plus 64 KiB").
+# Room for the JSON/CBOR envelope around the image (API.md §9: "plus 64 KiB"),
+# or for a form's boundaries, part headers and text fields.
 ENVELOPE_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Form:
+    """A ``multipart/form-data`` body as the front end's parser left it.
+
+    ``text``: the text fields by name; ``files``: each file part's bytes as a
+    seekable file (in memory or on disk, as the parser chose), by name.
+    """
+
+    text: Mapping[str, str]
+    files: Mapping[str, Sequence[BinaryIO]]
 
 
 def media_type_checked(media_type: str | None) -> str:
@@ -58,7 +80,7 @@ def media_type_checked(media_type: str | None) -> str:
     base = (media_type or "").split(";", 1)[0].strip().lower()
     if not base:
         raise UnsupportedMediaType("a request body needs a Content-Type")
-    if base not in ENVELOPE_PARSERS and base not in RAW_IMAGE_TYPES:
+    if base not in ACCEPTED_TYPES:
         raise UnsupportedMediaType(
             f"unsupported Content-Type {base!r}; send one of {', '.join(ACCEPTED_TYPES)}"
         )
@@ -70,7 +92,8 @@ def body_limit(media_type: str) -> int:
 
     Base64 in JSON (with MIME line breaks tolerated); hex text of CBOR that
     holds base64 text (the original clients' form) in CBOR; the image itself
-    otherwise. Each plus the envelope allowance.
+    otherwise (a raw body, or a form's file part, its bytes raw). Each plus
+    the envelope allowance.
     """
     max_image_bytes = services.limits_current().max_bytes
     base64_len = 4 * math.ceil(max_image_bytes / 3)
@@ -109,6 +132,7 @@ class Upload:
         self.query = query
         self.client = client
         self.raw = self.media_type in RAW_IMAGE_TYPES
+        self.form = self.media_type == FORM_MEDIA_TYPE
 
     def admit(self, *, size: int | None) -> None:
         """Everything that can be judged before the body: see the module docstring."""
@@ -139,7 +163,7 @@ class Upload:
         )
 
     def store(self, body: Any, *, admitted: bool = True) -> services.IngestResult:
-        """Validate and ingest ``body``: a raw image (bytes or a file), or an envelope.
+        """Validate and ingest ``body``: a raw image (bytes or a file), an envelope or a form.
 
         An envelope may come as bytes (parsed here) or already parsed by the
         front end's parser. ``admitted=False`` when :meth:`admit` ran on an
@@ -153,11 +177,22 @@ class Upload:
                 self.authorised(key["device_id"])
             data = body if isinstance(body, bytes) else sources.as_file(body)
             return services.image_ingest(**key, data=data)
-        parsed = self._parse(body) if isinstance(body, bytes) else body
-        fields = validated(ImageUploadSerializer, parsed)
+        fields = self._fields(body)
         self.authorised(fields["device_id"])
         access.upload_rate_check(device_id=fields["device_id"])
         return services.image_ingest(**fields)
+
+    def _fields(self, body: Any) -> dict[str, Any]:
+        """An envelope's or a :class:`Form`'s ``device_id``, ``timestamp`` and ``data``.
+
+        DRF's ValidationError (400) names each field at fault.
+        """
+        if isinstance(body, Form):
+            form = ImageFormSerializer(text=body.text, files=body.files, query=self.query)
+            form.is_valid(raise_exception=True)
+            return dict(form.validated_data)
+        parsed = self._parse(body) if isinstance(body, bytes) else body
+        return validated(ImageUploadSerializer, parsed)
 
     def _parse(self, body: bytes) -> Any:
         try:

@@ -100,6 +100,31 @@ def request_header(name: str, description: str) -> OpenApiParameter:
 
 
 UPLOAD_RAW_TYPES = sorted(RAW_IMAGE_TYPES)
+# A multipart upload (RFC 7578, API.md §16): written out here, since its
+# fields are judged by a serializer that also reads the query.
+UPLOAD_FORM = {
+    "type": "object",
+    "properties": {
+        "deviceId": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": DEVICE_ID_MAX_LENGTH,
+            "description": "The device; else the `deviceId` query parameter.",
+        },
+        "timestamp": {
+            "type": "string",
+            "format": "date-time",
+            "description": "When taken; else the `timestamp` query parameter.",
+        },
+        "imageData": {
+            "type": "string",
+            "format": "binary",
+            "description": "The image's own bytes, a file part (with a filename). Also "
+            "accepted: a file part named `image`, or the form's only file part.",
+        },
+    },
+    "required": ["imageData"],
+}
 # A 2 x 2 PNG (red, green, blue, white): what "Try it out" in the docs sends,
 # and what a schema-driven tester uploads before it follows UPLOAD_LINKS.
 EXAMPLE_PNG = (

@@ -35,7 +35,7 @@ from images import discovery, selectors, services, uploads
 from images.http import auth, openapi
 from images.http.downloads import image_response, is_conditional, not_modified_response
 from images.http.errors import response_for_exception
-from images.http.parsers import RawImageParser
+from images.http.parsers import MultipartFormParser, RawImageParser
 from images.models import Image
 from images.serializers import (
     ImageKeySerializer,
@@ -141,21 +141,28 @@ class DownloadFastPath(APIView):
 class ImageCollectionView(DownloadFastPath):
     """``POST /collections/images`` (upload) and ``GET`` by device and time."""
 
-    parser_classes = [StrictJSONParser, CBORParser, RawImageParser]
+    parser_classes = [StrictJSONParser, CBORParser, MultipartFormParser, RawImageParser]
     renderer_classes = [JSONRenderer, CBORRenderer, LinkFormatRenderer]
 
     @extend_schema(
         operation_id="image_upload",
         summary="Upload an image",
         description="JSON or CBOR (`deviceId`, `timestamp`, `imageData`; CBOR as binary or "
-        "as its hex text), or the raw image with `deviceId` and `timestamp` in the query. "
+        "as its hex text), a multipart form (RFC 7578: text fields `deviceId` and `timestamp`, "
+        "each else in the query, and the image's raw bytes as a file part named `imageData`, "
+        "or `image`, or the only file part), or the raw image with `deviceId` and `timestamp` "
+        "in the query. "
         "Stored losslessly compressed. The answer is the image's metadata in the format "
         "`Accept` asks for, else in the request's. In token mode: the device token of "
         "`deviceId`.",
         parameters=[
-            OpenApiParameter("deviceId", str, description="Raw uploads: the device."),
             OpenApiParameter(
-                "timestamp", OpenApiTypes.DATETIME, description="Raw uploads: when taken."
+                "deviceId", str, description="Raw uploads (and forms without it): the device."
+            ),
+            OpenApiParameter(
+                "timestamp",
+                OpenApiTypes.DATETIME,
+                description="Raw uploads (and forms without it): when taken.",
             ),
             openapi.header("Location", [201], "The new image: `/collections/images/{id}`."),
             openapi.header("Retry-After", [429], "Seconds to wait before the next upload."),
@@ -164,6 +171,7 @@ class ImageCollectionView(DownloadFastPath):
         request={
             openapi.JSON: ImageUploadSerializer,
             openapi.CBOR_MEDIA_TYPE: ImageUploadSerializer,
+            uploads.FORM_MEDIA_TYPE: openapi.UPLOAD_FORM,
             **{media_type: openapi.BINARY for media_type in openapi.UPLOAD_RAW_TYPES},
         },
         responses={
@@ -199,6 +207,8 @@ class ImageCollectionView(DownloadFastPath):
             # otherwise it is the spooled file, deleted when closed.
             with io.BytesIO() if isinstance(body, dict) else body as image:
                 result = upload.store(image)
+        elif upload.form:
+            result = upload.store(_form(request))
         else:
             result = upload.store(body)
         return _metadata_response(
@@ -302,6 +312,12 @@ def image_or_metadata(request: HttpRequest, image: Image, *, immutable: bool) ->
     response = HttpResponse(b"" if request.method == "HEAD" else body, content_type=choice)
     response["Content-Length"] = str(len(body))
     return response
+
+
+def _form(request: Request) -> uploads.Form:
+    """The parsed form; its file parts are the very files the upload handlers wrote."""
+    files = {name: [part.file for part in parts] for name, parts in request.FILES.lists()}
+    return uploads.Form(text=request.POST, files=files)
 
 
 def _content_length(request: Request) -> int | None:

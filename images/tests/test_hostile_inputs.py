@@ -352,6 +352,19 @@ def timestamp(name: str, value: str, expect: int = 400) -> Case:
     return Case(name, "POST", path, PNG, "image/png", expect=expect)
 
 
+FORM = "multipart/form-data; boundary=x"
+
+
+def form_part(disposition: str, data: bytes, *headers: str) -> bytes:
+    """One part of a multipart/form-data body with boundary ``x``."""
+    head = "\r\n".join([f"Content-Disposition: form-data; {disposition}", *headers])
+    return b"--x\r\n" + head.encode() + b"\r\n\r\n" + data + b"\r\n"
+
+
+def form_body(*parts: bytes) -> bytes:
+    return b"".join(parts) + b"--x--\r\n"
+
+
 def download(name: str, headers: Mapping[str, str], expect: int | tuple[int, ...]) -> Case:
     return Case(name, "GET", "/collections/images/{id}", headers=headers, expect=expect)
 
@@ -542,10 +555,32 @@ CASES: list[Case] = [
     # Content-Type and Content-Length lies.
     raw("Content-Type text/html", PNG, 415, content_type="text/html"),
     raw(
-        "Content-Type multipart/form-data",
+        "multipart/form-data with no image part",
         b"--x\r\n\r\n--x--",
-        415,
-        content_type="multipart/form-data; boundary=x",
+        400,
+        content_type=FORM,
+    ),
+    raw(
+        "multipart/form-data with a part header over 1 KiB",
+        form_body(form_part(f'name="imageData"; filename="{"a" * 2000}.png"', PNG)),
+        400,
+        content_type=FORM,
+    ),
+    raw(
+        "multipart/form-data with 1,100 text fields",
+        form_body(*(form_part(f'name="f{i}"', b"x") for i in range(1100))),
+        400,
+        content_type=FORM,
+    ),
+    raw(
+        "multipart/form-data, an image part in base64 that holds nothing",
+        form_body(
+            form_part(
+                'name="imageData"; filename="a.png"', b"!!!!", "Content-Transfer-Encoding: base64"
+            )
+        ),
+        400,
+        content_type=FORM,
     ),
     raw(
         "Content-Type form-urlencoded",

@@ -275,7 +275,7 @@ def test_an_error_answers_in_cbor_to_a_cbor_request(client):
 
 
 @pytest.mark.parametrize(
-    "content_type", ["text/plain", "image/svg+xml", "multipart/form-data; boundary=x"]
+    "content_type", ["text/plain", "image/svg+xml", "multipart/mixed; boundary=x"]
 )
 def test_an_unsupported_content_type_is_415(client, png, content_type):
     response = client.post(f"{URL}?deviceId=d&timestamp={TS}", png, content_type=content_type)

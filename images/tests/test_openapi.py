@@ -80,8 +80,11 @@ def test_the_upload_documents_every_body_format_and_answer(schema):
     assert set(upload["requestBody"]["content"]) == {
         "application/json",
         "application/cbor",
+        "multipart/form-data",
         *RAW_IMAGE_TYPES,
     }
+    form = upload["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert form["properties"]["imageData"]["format"] == "binary"
     assert {"201", "200", "400", "401", "403", "409", "413", "415", "429"} <= set(
         upload["responses"]
     )

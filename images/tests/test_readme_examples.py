@@ -147,7 +147,7 @@ def test_this_readmes_examples_run_top_to_bottom_as_written(server, tmp_path):
     with tarfile.open(tmp_path / "cam-1.tar") as archive:
         exported = archive.getnames()
     assert exported[:2] == ["cam-1_20240818T020407Z.png", "cam-1_20240818T020407Z.png.json"]
-    assert len(exported) == 6
+    assert len(exported) == 8  # JSON, raw, CBOR and multipart uploads, each with its .json
     assert (tmp_path / "thumb.webp").read_bytes()[8:12] == b"WEBP"
     assert pixels_equal(
         (tmp_path / "image.png").read_bytes(), (ROOT / "testdata/skimage__brick.png").read_bytes()
