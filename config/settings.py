@@ -13,6 +13,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from ops.ratelimit import parse_rate
+from ops.sizes import parse_size
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -44,6 +45,17 @@ def env_int(name: str, default: int) -> int:
 
 def env_list(name: str, default: str = "") -> list[str]:
     return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
+
+
+def env_size(name: str, default: int) -> int:
+    """A size in bytes, plain or with a unit (``500MB``, ``2GiB``: ops.sizes)."""
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name}: {exc}") from None
 
 
 def env_rate(name: str, default: str) -> str:
@@ -191,11 +203,15 @@ IMAGES_COMPACT_JPEG = env_bool("IMAGES_COMPACT_JPEG", env_bool("IMAGES_ARCHIVE_J
 IMAGES_OPTIMIZE_ATTEMPTS = env_int("IMAGES_OPTIMIZE_ATTEMPTS", 3)
 IMAGES_OPTIMIZE_LAG_BOUND = env_int("IMAGES_OPTIMIZE_LAG_BOUND", 60)
 
-# Retention (API.md §11), off (0) by default: delete images received more
-# than this many days ago; keep only each device's newest N by timestamp.
-# `serve` prunes every IMAGES_RETENTION_INTERVAL seconds when either is set.
+# Retention (API.md §11, §16), off (0) by default: delete images received
+# more than this many days ago; keep only each device's newest N by
+# timestamp; keep the installation's Σ atRestSize under this many bytes
+# (plain or 500GB, 2TiB), the oldest received going first. Policies
+# (`manage.py policy`) override the first two per device, and bound bytes.
+# `serve` prunes every IMAGES_RETENTION_INTERVAL seconds.
 IMAGES_RETENTION_DAYS = env_int("IMAGES_RETENTION_DAYS", 0)
 IMAGES_RETENTION_MAX_PER_DEVICE = env_int("IMAGES_RETENTION_MAX_PER_DEVICE", 0)
+IMAGES_RETENTION_MAX_BYTES = env_size("IMAGES_RETENTION_MAX_BYTES", 0)
 IMAGES_RETENTION_INTERVAL = env_int("IMAGES_RETENTION_INTERVAL", 300)
 
 # Live events (API.md §13): the channel between processes and instances

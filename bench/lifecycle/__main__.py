@@ -1,6 +1,6 @@
 """An image's end of life at scale: exporting a device, pruning under load (prints figures).
 
-    python -m bench.lifecycle [--rows 100000] [--rate 20] [--quiet 30] [--only export|prune]
+    python -m bench.lifecycle [--rows 100000] [--rate 20] [--quiet 30] [--only export|prune|policy]
 
 Run from the repository root. Each part fills a fresh database (SQLite, or
 PostgreSQL when DATABASE_URL names it) fast, in a setup subprocess: a handful
@@ -22,6 +22,12 @@ ids, keys and times.
    printed for ``--quiet`` seconds before, during, and as long after, with
    the share of each window in which some task waited for a CPU, or for I/O
    (PSI: the machine may be shared).
+3. Policy: ``--rows`` images of 10,000 devices received over the past 60
+   days, four policies (a family bounded by bytes, one by count, one kept
+   for ever, a device by age), IMAGES_RETENTION_DAYS=30 and
+   IMAGES_RETENTION_MAX_BYTES at 40 % of what is held; ``prune --dry-run``,
+   ``prune`` and ``prune`` again (a ``--watch`` round with little to do)
+   are timed, start-up included, with nothing else running.
 
 Nothing here asserts.
 """
@@ -36,7 +42,7 @@ from pathlib import Path
 
 from bench.lifecycle.export import bench_export
 from bench.lifecycle.fill import populate
-from bench.lifecycle.prune import bench_prune
+from bench.lifecycle.prune import bench_policy, bench_prune
 from bench.support import database_kind, fresh_database
 
 
@@ -47,7 +53,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000, help="prune rows; export: a tenth")
     parser.add_argument("--rate", type=float, default=20.0, help="uploads per second")
     parser.add_argument("--quiet", type=float, default=30.0, help="seconds before the prune")
-    parser.add_argument("--only", choices=("export", "prune"))
+    parser.add_argument("--only", choices=("export", "prune", "policy"))
     parser.add_argument("--populate", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.populate:
@@ -60,7 +66,7 @@ def main() -> None:
         flush=True,
     )
     with tempfile.TemporaryDirectory(prefix="bench-lifecycle-") as tmp:
-        for part in ("export", "prune"):
+        for part in ("export", "prune", "policy"):
             if args.only not in (None, part):
                 continue
             directory = Path(tmp) / part
@@ -68,8 +74,10 @@ def main() -> None:
             with fresh_database(directory) as url:
                 if part == "export":
                     bench_export(directory, url, max(args.rows // 10, 1))
-                else:
+                elif part == "prune":
                     bench_prune(directory, url, args.rows, args.rate, args.quiet)
+                else:
+                    bench_policy(url, args.rows)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,12 @@
-"""Part 2 of ``python -m bench.lifecycle``: ``manage.py prune`` under an open-loop upload load."""
+"""Parts 2 and 3 of ``python -m bench.lifecycle``: ``manage.py prune`` under an open-loop
+upload load, and ``prune`` with per-device policies over a fleet of 10,000 devices."""
 
 from __future__ import annotations
 
 import http.client
 import os
 import queue
+import re
 import subprocess
 import sys
 import threading
@@ -18,6 +20,15 @@ from bench.support import ROOT, noise_png, query_database, stop
 
 PRUNE_DEVICES = 300
 RETENTION_DAYS = 30
+POLICY_DEVICES = 10_000
+# (pattern, options): a family bounded by bytes, one by count, one kept
+# for ever, one device by age (IMAGES_RETENTION_DAYS governs the rest).
+POLICIES = (
+    ("dev-1*", ("--max-bytes", "{device_bytes}")),
+    ("dev-2*", ("--max-images", "3")),
+    ("dev-3*", ("--retention-days", "off", "--max-images", "off")),
+    ("dev-042", ("--retention-days", "7")),
+)
 
 
 class Uploads:
@@ -109,10 +120,10 @@ def mark() -> tuple[float, float, float]:
     return time.monotonic(), waits[0], waits[1]
 
 
-def run_prune(url: str, timeout: float) -> int:
-    """``manage.py prune`` with IMAGES_RETENTION_DAYS set; how many images it says it deleted."""
-    env = {**serve_env(url), "IMAGES_RETENTION_DAYS": str(RETENTION_DAYS)}
-    command = [sys.executable, "manage.py", "prune", "--verbosity", "0"]
+def run_prune(url: str, timeout: float, *options: str, **settings: str) -> str:
+    """``manage.py prune *options`` with IMAGES_RETENTION_DAYS and ``settings``; its output."""
+    env = {**serve_env(url), "IMAGES_RETENTION_DAYS": str(RETENTION_DAYS), **settings}
+    command = [sys.executable, "manage.py", "prune", *options]
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
     try:
         out, _ = process.communicate(timeout=timeout)
@@ -121,7 +132,15 @@ def run_prune(url: str, timeout: float) -> int:
             stop(process)
     if process.returncode:
         raise RuntimeError(f"prune exited with {process.returncode}")
-    return int(out.split()[-2])  # "deleted N images"
+    return out
+
+
+def pruned(out: str) -> int:
+    """How many images a prune's last line says it deleted (or would)."""
+    match = re.fullmatch(r"(?:would delete|deleted) ([\d,]+) images?, .*", out.splitlines()[-1])
+    if match is None:
+        raise RuntimeError(f"prune said {out!r}")
+    return int(match[1].replace(",", ""))
 
 
 def bench_prune(tmp: Path, url: str, rows: int, rate: float, quiet: float) -> None:
@@ -140,7 +159,7 @@ def bench_prune(tmp: Path, url: str, rows: int, rate: float, quiet: float) -> No
             quiet_start = mark()
             time.sleep(quiet)
             prune_start = mark()
-            deleted = run_prune(url, timeout=3600)
+            deleted = pruned(run_prune(url, 3600, "--verbosity", "0"))
             prune_end = mark()
             took = prune_end[0] - prune_start[0]
             time.sleep(took)
@@ -158,3 +177,39 @@ def bench_prune(tmp: Path, url: str, rows: int, rate: float, quiet: float) -> No
         f"  {'after it (as long)':<28} {uploads.window(prune_end, after_end)}",
         flush=True,
     )
+
+
+def bench_policy(url: str, rows: int) -> None:
+    """``prune --dry-run``, ``prune``, then ``prune`` again (the steady state of ``--watch``)
+    with POLICIES, IMAGES_RETENTION_DAYS and IMAGES_RETENTION_MAX_BYTES, nothing else running."""
+    sides = (40, 44, 48, 52, 56)
+    seconds = fill(url, count=rows, devices=POLICY_DEVICES, days=PRUNE_DAYS, sides=sides)
+    total = int(query_database(url, "SELECT sum(at_rest_size) FROM images_image")[0][0])
+    device_bytes = str(total // POLICY_DEVICES // 2)
+    applied = [
+        (pattern, [o.replace("{device_bytes}", device_bytes) for o in options])
+        for pattern, options in POLICIES
+    ]
+    for pattern, options in applied:
+        command = [sys.executable, "manage.py", "policy", "set", pattern, *options]
+        subprocess.run(command, cwd=ROOT, env=serve_env(url), check=True, capture_output=True)
+    limit = str(total * 2 // 5)
+    print(
+        f"policy: {rows:,} images ({total:,} bytes at rest) of {POLICY_DEVICES:,} devices "
+        f"received over {PRUNE_DAYS} days (filled in {seconds:.0f} s); policies "
+        + ", ".join(f"{pattern} {' '.join(options)}" for pattern, options in applied)
+        + f"; IMAGES_RETENTION_DAYS={RETENTION_DAYS}, IMAGES_RETENTION_MAX_BYTES={limit}",
+        flush=True,
+    )
+    for label, options in (
+        ("prune --dry-run", ("--dry-run",)),
+        ("prune", ()),
+        ("prune again", ()),
+    ):
+        start = time.monotonic()
+        out = run_prune(url, 3600, *options, IMAGES_RETENTION_MAX_BYTES=limit)
+        took = time.monotonic() - start
+        sources = "; ".join(line for line in out.splitlines()[:-1])
+        print(f"  {label:<16} {took:6.1f} s  {out.splitlines()[-1]}\n    {sources}", flush=True)
+    left = query_database(url, "SELECT count(*), sum(at_rest_size) FROM images_image")[0]
+    print(f"  left: {left[0]:,} images, {int(left[1] or 0):,} bytes (start-up included above)")

@@ -1,8 +1,12 @@
-"""Retention: keep only what the operator wants kept (API.md §11).
+"""Retention: keep only what the operator wants kept (API.md §11, §16).
 
 ``IMAGES_RETENTION_DAYS`` deletes images received more than that many days
 ago; ``IMAGES_RETENTION_MAX_PER_DEVICE`` keeps each device's newest images by
-``timestamp`` and deletes the rest. Both are off (0) by default.
+``timestamp`` and deletes the rest; both are off (0) by default. A policy
+(``manage.py policy``, :mod:`images.lifecycle.policies`) overrides them for a
+device or a family of devices, and may bound a device's bytes at rest;
+``IMAGES_RETENTION_MAX_BYTES`` bounds the installation's.
+:mod:`images.lifecycle.expiry` says which images go; this module removes them.
 
 A prune goes the way of ``DELETE`` (:func:`images.services.images_delete`:
 rows, then bytes and cached thumbnails), in batches, each its own short
@@ -18,16 +22,17 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime
 
 from django.conf import settings
-from django.db import connection
-from django.db.models import QuerySet
+from django.db import DatabaseError, connection
 from django.utils import timezone
 
-from images.models import Image
-from images.services import Deleted, images_delete
+from images.lifecycle.expiry import Expired, expired
+from images.lifecycle.policies import policies_load
+from images.models import DevicePolicy
+from images.services import images_delete
 from ops import metrics
 
 BATCH = 250
@@ -38,24 +43,47 @@ SQLITE_PAUSE_SECONDS = 0.12
 @dataclass
 class PruneReport:
     started_at: datetime
-    deleted: list[Deleted] = field(default_factory=list)
-    would_delete: list[uuid.UUID] = field(default_factory=list)
+    # What each source's bounds remove (a policy's pattern, GLOBAL, or
+    # INSTALLATION), oldest first: what a dry run would delete.
+    plan: dict[str, list[Expired]]
+    # The ids of the images deleted; None on a dry run.
+    deleted: set[uuid.UUID] | None = None
+
+    def removed(self, source: str) -> list[Expired]:
+        """What ``source``'s bounds removed (on a dry run: would remove), oldest first."""
+        if self.deleted is None:
+            return self.plan[source]
+        return [image for image in self.plan[source] if image.id in self.deleted]
 
 
 def retention_enabled() -> bool:
-    return bool(settings.IMAGES_RETENTION_DAYS or settings.IMAGES_RETENTION_MAX_PER_DEVICE)
+    """Whether a prune may remove anything: a bound is set, or a policy exists.
+
+    True when the database cannot say: a watching prune waits an outage out.
+    """
+    settings_bound = (
+        settings.IMAGES_RETENTION_DAYS
+        or settings.IMAGES_RETENTION_MAX_PER_DEVICE
+        or settings.IMAGES_RETENTION_MAX_BYTES
+    )
+    try:
+        return bool(settings_bound) or DevicePolicy.objects.exists()
+    except DatabaseError:
+        return True
 
 
 def images_prune(*, dry_run: bool = False, batch: int = BATCH) -> PruneReport:
-    """Apply the retention settings now; with ``dry_run``, only say which images would go."""
-    report = PruneReport(started_at=timezone.now())
+    """Apply the retention settings and policies now; with ``dry_run``, only say what would go."""
+    started_at = timezone.now()
+    report = PruneReport(started_at, expired(started_at=started_at, policies=policies_load()))
+    if dry_run:
+        return report
+    report.deleted = set()
     sqlite = connection.vendor == "sqlite"
-    for ids in _batches(_expired(report.started_at), SQLITE_BATCH if sqlite else batch):
-        if dry_run:
-            report.would_delete.extend(ids)
-            continue
-        deleted = images_delete(ids=ids, received_before=report.started_at)
-        report.deleted.extend(deleted)
+    planned = (image.id for images in report.plan.values() for image in images)
+    for ids in _batches(planned, SQLITE_BATCH if sqlite else batch):
+        deleted = images_delete(ids=ids, received_before=started_at)
+        report.deleted.update(item.image_id for item in deleted)
         metrics.record_pruned(len(deleted))
         if sqlite:
             # SQLite has one writer at a time, and a waiting upload retries
@@ -65,56 +93,6 @@ def images_prune(*, dry_run: bool = False, batch: int = BATCH) -> PruneReport:
             # it the lock between batches.
             time.sleep(SQLITE_PAUSE_SECONDS)
     return report
-
-
-def _expired(started_at: datetime) -> Iterator[uuid.UUID]:
-    """The ids of the images the settings say go, among those received by ``started_at``."""
-    days = settings.IMAGES_RETENTION_DAYS
-    if days:
-        cutoff = started_at - timedelta(days=days)
-        yield from _ids(Image.objects.filter(received_at__lt=cutoff))
-    keep = settings.IMAGES_RETENTION_MAX_PER_DEVICE
-    if keep:
-        for device_id in _devices():
-            # The newest ``keep`` by timestamp stay: the (device_id,
-            # timestamp) index gives the oldest one that stays directly.
-            newest = Image.objects.filter(device_id=device_id).order_by("-timestamp")
-            boundary = newest.values_list("timestamp", flat=True)[keep - 1 : keep].first()
-            if boundary is not None:
-                older = Image.objects.filter(
-                    device_id=device_id, timestamp__lt=boundary, received_at__lte=started_at
-                )
-                yield from _ids(older)
-
-
-def _devices() -> Iterator[str]:
-    """Every device id, in order, a page at a time (walks the unique index)."""
-    after = ""
-    while True:
-        page = list(
-            Image.objects.filter(device_id__gt=after)
-            .order_by("device_id")
-            .values_list("device_id", flat=True)
-            .distinct()[:BATCH]
-        )
-        yield from page
-        if len(page) < BATCH:
-            return
-        after = page[-1]
-
-
-def _ids(queryset: QuerySet[Image]) -> Iterator[uuid.UUID]:
-    """The ids of ``queryset``'s images, read a page at a time by id (no long-held cursor)."""
-    after: uuid.UUID | None = None
-    while True:
-        page_query = queryset.order_by("id")
-        if after is not None:
-            page_query = page_query.filter(id__gt=after)
-        page = list(page_query.values_list("id", flat=True)[:BATCH])
-        yield from page
-        if len(page) < BATCH:
-            return
-        after = page[-1]
 
 
 def _batches(ids: Iterator[uuid.UUID], size: int) -> Iterator[list[uuid.UUID]]:

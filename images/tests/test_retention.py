@@ -37,13 +37,16 @@ def test_images_received_longer_ago_than_the_setting_go(client, settings, capsys
     received(old, 31)
     received(recent, 29)
     call_command("prune", dry_run=True)
-    assert f"would delete {old['id']}" in capsys.readouterr().out
+    assert (
+        capsys.readouterr().out.splitlines()[-1]
+        == f"would delete 1 image, {old['atRestSize']} bytes"
+    )
     assert Image.objects.count() == 2
 
-    call_command("prune")
+    call_command("prune", verbosity=2)  # -v 2: each image too
     out = capsys.readouterr().out
-    assert f"deleted {old['id']}" in out
-    assert "deleted 1 image" in out
+    assert f"  deleted {old['id']} cam 2024-04-01T00:00:00Z" in out
+    assert f"(global settings): deleted 1 image, {old['atRestSize']} bytes" in out
     assert str(Image.objects.get().id) == recent["id"]
     assert client.get(old["href"]).status_code == 404
 

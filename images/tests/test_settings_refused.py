@@ -1,8 +1,9 @@
 """API.md §15 "Settings and commands refuse malformed values at once, with the reason".
 
 A malformed ``s3://`` location is refused by ``movestorage`` and, the same
-way, by ``IMAGES_STORAGE`` when the service starts; a port ``serve`` cannot
-bind is one line naming it, not a server's traceback.
+way, by ``IMAGES_STORAGE`` when the service starts, as a malformed size is by
+``IMAGES_RETENTION_MAX_BYTES`` (``policy set --max-bytes``: test_policy); a
+port ``serve`` cannot bind is one line naming it, not a server's traceback.
 """
 
 from __future__ import annotations
@@ -60,6 +61,16 @@ def test_the_service_refuses_to_start_with_a_malformed_images_storage(tmp_path, 
     result = manage(tmp_path, "check", IMAGES_STORAGE=url)
     assert result.returncode != 0
     assert "IMAGES_STORAGE" in result.stderr
+    assert reason in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("size", "reason"), [("5M", "unknown unit"), ("-1", "not a size"), ("0.5B", "whole number")]
+)
+def test_the_service_refuses_to_start_with_a_malformed_retention_max_bytes(tmp_path, size, reason):
+    result = manage(tmp_path, "check", IMAGES_RETENTION_MAX_BYTES=size)
+    assert result.returncode != 0
+    assert "IMAGES_RETENTION_MAX_BYTES" in result.stderr
     assert reason in result.stderr
 
 
