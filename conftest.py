@@ -111,11 +111,25 @@ class LiveServer:
         """Run SQL on the server's own database (not the test database)."""
         return query_database(self.database_url, sql, params)
 
+    def manage(self, *command: str, check: bool = True) -> subprocess.CompletedProcess:
+        """``manage.py COMMAND`` on the server's database, as an operator runs it beside."""
+        return subprocess.run(
+            [sys.executable, "manage.py", *command],
+            cwd=ROOT,
+            env={**os.environ, "DATABASE_URL": self.database_url},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=check,
+        )
+
 
 def query_database(database_url: str, sql: str, params: tuple = ()) -> list[tuple]:
     if database_url.startswith("sqlite:///"):
         with closing(sqlite3.connect(database_url.removeprefix("sqlite:///"))) as db:
-            return db.execute(sql, params).fetchall()
+            rows = db.execute(sql, params).fetchall()
+            db.commit()
+            return rows
     import psycopg
 
     with psycopg.connect(database_url) as db:
@@ -196,11 +210,13 @@ def start_serve(
     workers: int = 2,
     name: str = "serve",
     events_port: int | None = None,
+    options: tuple[str, ...] = (),
 ) -> tuple[subprocess.Popen, int]:
     """``manage.py serve`` (no CoAP) on a free port, in its own session; the process and port.
 
     ``env`` is the whole environment (DATABASE_URL, SECRET_KEY and the rest).
     Its event-stream listener is on ``events_port`` (default: another free port).
+    ``options`` are more of serve's options.
     """
     port = free_port()
     events_port = events_port or free_port()
@@ -208,7 +224,8 @@ def start_serve(
     with log:
         process = subprocess.Popen(
             [sys.executable, "manage.py", "serve", "--host", "127.0.0.1", "--port", str(port)]
-            + ["--coap-port", "0", "--workers", str(workers), "--events-port", str(events_port)],
+            + ["--coap-port", "0", "--workers", str(workers), "--events-port", str(events_port)]
+            + list(options),
             cwd=ROOT,
             env=env,
             stdout=log,

@@ -235,6 +235,15 @@ IMAGES_EVENTS_ALLOWED_ORIGINS = env_list("IMAGES_EVENTS_ALLOWED_ORIGINS")
 IMAGES_OBSERVE_PER_PEER = env_int("IMAGES_OBSERVE_PER_PEER", 32)
 IMAGES_OBSERVE_TOTAL = env_int("IMAGES_OBSERVE_TOTAL", 10000)
 
+# Deliveries out (API.md §16, docs/integrations.md): webhooks are registered
+# with ``manage.py webhook``; IMAGES_MQTT=mqtt[s]://[user:pass@]host[:port][/prefix]
+# publishes each image stored to a broker. An event a receiver keeps
+# refusing is given up after IMAGES_DELIVERY_GIVE_UP_HOURS of trying.
+IMAGES_MQTT = env_str("IMAGES_MQTT", "")
+IMAGES_DELIVERY_GIVE_UP_HOURS = env_int("IMAGES_DELIVERY_GIVE_UP_HOURS", 24)
+# Seconds a webhook receiver may take to answer one delivery.
+IMAGES_WEBHOOK_TIMEOUT = env_int("IMAGES_WEBHOOK_TIMEOUT", 10)
+
 # Where image bytes live (API.md §10): "db" (in the database row, the
 # default) or "s3://BUCKET[/PREFIX]", an S3-compatible object store at
 # S3_ENDPOINT_URL (unset: AWS), with the standard AWS_* credentials.

@@ -9,6 +9,7 @@ class ImagesConfig(AppConfig):
         from django.conf import settings
         from django.core.exceptions import ImproperlyConfigured
 
+        from images.delivery.worker import DeliveryCollector
         from images.lifecycle.backlog import BacklogCollector
         from images.storage.objects import Bucket
         from ops import metrics
@@ -19,4 +20,12 @@ class ImagesConfig(AppConfig):
                 Bucket.parse(settings.IMAGES_STORAGE)
             except ValueError as exc:
                 raise ImproperlyConfigured(f"IMAGES_STORAGE: {exc}") from None
+        if settings.IMAGES_MQTT:
+            from images.delivery.mqtt import Broker
+
+            try:
+                Broker.parse(settings.IMAGES_MQTT)
+            except ValueError as exc:
+                raise ImproperlyConfigured(str(exc)) from None
         metrics.register_collector(BacklogCollector())
+        metrics.register_collector(DeliveryCollector())

@@ -139,3 +139,9 @@ class DevicePolicy(models.Model):
 
     def __str__(self) -> str:
         return f"policy {self.pattern}"
+
+
+# Models of the core's packages, here so that Django finds them with the app's.
+from images.delivery.models import OutboxEvent, Receiver  # noqa: E402
+
+__all__ = ["DevicePolicy", "Image", "OutboxEvent", "Receiver", "Token"]

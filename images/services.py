@@ -13,7 +13,7 @@ from datetime import datetime
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 
-from images import compression, live, sources, storage
+from images import compression, delivery, live, sources, storage
 from images.errors import ImageConflict, ImageNotFound, ImageTooLarge, InvalidImage
 from images.models import Image
 from images.thumbnails import thumbnails_forget
@@ -134,14 +134,18 @@ def image_import(
 def _saved(image: Image, data: sources.Source, *, sha256: str) -> IngestResult:
     """Store a new image; one stored meanwhile at its key (a race) answers as a retry would."""
     try:
-        storage.image_save(image, data)
+        storage.image_save(image, data, also=lambda: _told(image))
     except IntegrityError:
         existing = _image_at(image.device_id, image.timestamp)
         if existing is None:
             raise
         return _retried(existing, sha256)
-    live.image_stored(image)
     return IngestResult(image, created=True)
+
+
+def _told(image: Image) -> None:
+    """In the transaction that stores ``image``: its event, for watchers and for receivers."""
+    delivery.image_stored(live.image_stored(image))
 
 
 def _image_at(device_id: str, timestamp: datetime) -> Image | None:
@@ -205,9 +209,12 @@ def images_delete(
             Image._meta.get_field("received_at").get_db_prep_value(received_before, connection)
         )
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(f"{sql} RETURNING id, location, sha256", params)
+        cursor.execute(f"{sql} RETURNING id, location, sha256, device_id, timestamp", params)
         rows = cursor.fetchall()
-        deleted = [Deleted(uuid.UUID(str(key)), location, sha) for key, location, sha in rows]
+        deleted = [Deleted(uuid.UUID(str(row[0])), row[1], row[2]) for row in rows]
+        delivery.images_deleted(
+            (item.image_id, row[3], row[4]) for item, row in zip(deleted, rows, strict=True)
+        )
         storage.objects_forget([item.location for item in deleted])
         transaction.on_commit(lambda: thumbnails_forget(item.sha256 for item in deleted))
     return deleted

@@ -116,6 +116,18 @@ def record_damaged() -> None:
     DAMAGED.inc()
 
 
+DELIVERIES = Counter(
+    "images_deliveries_total",
+    "Events sent to webhooks and MQTT, by kind and result (delivered, retried, refused, expired)",
+    ["kind", "result"],
+)
+
+
+def record_deliveries(kind: str, result: str, count: int = 1) -> None:
+    if count:
+        DELIVERIES.labels(kind, result).inc(count)
+
+
 PRUNED = Counter("images_pruned_total", "Images deleted by retention (IMAGES_RETENTION_*)")
 
 

@@ -72,10 +72,11 @@ def image_event(image: Image) -> Event:
     )
 
 
-def image_stored(image: Image) -> None:
+def image_stored(image: Image) -> Event:
     """Tell every instance that ``image`` was stored, once (and only if) it commits."""
     event = image_event(image)
     transaction.on_commit(lambda: _publish(event))
+    return event
 
 
 def tokens_revoked(token_ids: Iterable[int]) -> None:

@@ -67,14 +67,18 @@ _checked = BlobCache(settings.IMAGES_STORAGE_CACHE_BYTES)
 # --- Writing ------------------------------------------------------------------
 
 
-def image_save(image: Image, data: sources.Source) -> None:
+def image_save(
+    image: Image, data: sources.Source, *, also: Callable[[], object] | None = None
+) -> None:
     """INSERT ``image`` holding ``data`` (its served bytes), atomically as far as readers can see.
 
     In the database: the row holds it (written in pieces when large). In a
     bucket: the object first, then the row; if the row does not commit (a
     race lost to the unique constraint, any error), the object is deleted
-    before the exception goes on. Run outside any transaction. A denser form
-    may replace what is held later (:func:`image_replace`).
+    before the exception goes on. ``also`` runs in the row's transaction,
+    after the INSERT (what must commit with it: the events). Run outside any
+    transaction. A denser form may replace what is held later
+    (:func:`image_replace`).
     """
     image.at_rest_size = sources.size(data)
     image.at_rest_form = ""
@@ -83,12 +87,17 @@ def image_save(image: Image, data: sources.Source) -> None:
         image.location = ""
         with transaction.atomic():
             _insert_with_bytes(image, data)
+            if also is not None:
+                also()
         return
     image.location = bucket.location(bucket.key_for(image.id, image.sha256))
     object_put(image.location, data, image.content_type, image.sha256)
     try:
-        image.data = b""
-        image.save(force_insert=True)
+        with transaction.atomic():
+            image.data = b""
+            image.save(force_insert=True)
+            if also is not None:
+                also()
     except BaseException:
         object_delete(image.location)
         raise

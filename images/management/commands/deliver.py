@@ -1,0 +1,36 @@
+"""``deliver``: send the outbox's events to webhooks and MQTT (API.md §16), until stopped.
+
+``serve`` runs one beside its HTTP workers; a larger installation can run it
+on machines of its own instead (``serve --deliverers 0``), as many as it
+likes: receivers are shared out by lease, each served by one at a time.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from types import FrameType
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+
+from images.delivery.mqtt import BrokerRefused
+from images.delivery.worker import Deliverer
+
+
+class Command(BaseCommand):
+    help = "Deliver events to the webhooks (manage.py webhook) and to IMAGES_MQTT, until stopped."
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            deliverer = Deliverer()
+        except BrokerRefused as exc:
+            raise CommandError(str(exc)) from None
+        stopping = threading.Event()
+
+        def stop(signum: int, frame: FrameType | None) -> None:
+            stopping.set()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        deliverer.run(stopping)
