@@ -57,7 +57,7 @@ class Broker:
             raise BrokerRefused("IMAGES_MQTT is mqtt://host[:port][/prefix] (or mqtts://)")
         if not parts.hostname:
             raise BrokerRefused("IMAGES_MQTT names no host")
-        if parts.query or parts.fragment:
+        if "?" in url or "#" in url:  # even empty: "mqtt://b/a/#" reads as a fragment
             raise BrokerRefused("IMAGES_MQTT takes no query or fragment")
         prefix = unquote(parts.path.strip("/")) or DEFAULT_PREFIX
         if any(ch in prefix for ch in "+#\0"):
