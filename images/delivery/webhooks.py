@@ -17,11 +17,10 @@ from urllib.parse import urlsplit
 import urllib3
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from rest_framework.exceptions import ValidationError
 
 from images.delivery import outbox
 from images.delivery.models import WEBHOOK, OutboxEvent, Receiver
-from images.serializers import DeviceIdField
+from images.lifecycle.policies import pattern_check
 
 USER_AGENT = "images-webhook/1"
 
@@ -76,14 +75,11 @@ def _check_url(url: str) -> None:
 
 
 def _check_device(device: str) -> None:
-    # A device id, or a family's prefix ending in "*" (as policies name them).
-    family = device[:-1] if device.endswith("*") else device
-    if not family:
-        return
+    # A device id, or a family's prefix ending in "*": named as policies name them.
     try:
-        DeviceIdField().to_internal_value(family)
-    except ValidationError as exc:
-        raise WebhookRefused(f"--device {exc.detail[0]}") from None
+        pattern_check(device)
+    except ValueError as exc:
+        raise WebhookRefused(f"--device {exc}") from None
 
 
 def signature(secret: str, body: bytes) -> str:
