@@ -15,6 +15,7 @@ A fleet of 10,000 devices and millions of images costs one grouped read of
 what each device holds (from the ``image_device_held`` index alone), an
 indexed range per 250 devices for age, and, only for a device over a bound
 or an installation over its own, an indexed walk that reads about what goes.
+Age alone, without a policy, is one range of the ``received_at`` index.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db.models import Count, Q, QuerySet, Sum
 
-from images.lifecycle.policies import Bounds, Policies
+from images.lifecycle.policies import GLOBAL, Bounds, Policies
 from images.models import Image
 
 # The source of what goes for IMAGES_RETENTION_MAX_BYTES (the others': a
@@ -37,7 +38,7 @@ INSTALLATION = "IMAGES_RETENTION_MAX_BYTES"
 PAGE = 250
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Expired:
     """An image a bound removes, with what a report says of it."""
 
@@ -54,6 +55,11 @@ COLUMNS = ("id", "device_id", "timestamp", "received_at", "at_rest_size")
 def expired(*, started_at: datetime, policies: Policies) -> dict[str, list[Expired]]:
     """What goes, by the source of the bound that removes it, oldest first; every source of
     ``policies`` is a key (empty when nothing goes), and INSTALLATION when its bound is set."""
+    limit = settings.IMAGES_RETENTION_MAX_BYTES
+    if not len(policies) and not policies.default.max_images and not limit:
+        # Age alone, the same for every device (API.md §11 as it was): one
+        # range of the received_at index, and nothing read per device.
+        return {GLOBAL: _received_before(policies.default.retention_days, started_at)}
     held = _held(started_at)
     bounds = {device: policies.governing(device) for device in held}
     aged = _aged(bounds, started_at)
@@ -66,7 +72,6 @@ def expired(*, started_at: datetime, policies: Policies) -> dict[str, list[Expir
         plan[bounds[device].source] += gone
     for images in plan.values():
         images.sort(key=lambda image: (image.timestamp, image.device_id))
-    limit = settings.IMAGES_RETENTION_MAX_BYTES
     if limit:
         planned = [image for images in plan.values() for image in images]
         left = sum(size for _, size in held.values()) - sum(i.at_rest_size for i in planned)
@@ -93,6 +98,24 @@ def _grouped(images: QuerySet[Image]) -> dict[str, tuple[int, int]]:
     return {row["device_id"]: (row["n"], row["size"] or 0) for row in rows}
 
 
+def _received_before(days: int, started_at: datetime) -> list[Expired]:
+    """Every image received more than ``days`` before ``started_at``, oldest first."""
+    cutoff = _cutoff(days, started_at)
+    if cutoff is None:
+        return []
+    images = list(_walk(Image.objects.filter(received_at__lt=cutoff), "received_at"))
+    images.sort(key=lambda image: (image.timestamp, image.device_id))
+    return images
+
+
+def _cutoff(days: int, started_at: datetime) -> datetime | None:
+    """``days`` before ``started_at``; None for no bound (0) or one before any datetime."""
+    try:
+        return started_at - timedelta(days=days) if days else None
+    except OverflowError:
+        return None  # before the first datetime: nothing was received then
+
+
 def _aged(bounds: dict[str, Bounds], started_at: datetime) -> dict[str, list[Expired]]:
     """Each device's images received more than its ``retention_days`` before ``started_at``."""
     devices_by_days: dict[int, list[str]] = defaultdict(list)
@@ -101,10 +124,9 @@ def _aged(bounds: dict[str, Bounds], started_at: datetime) -> dict[str, list[Exp
             devices_by_days[device_bounds.retention_days].append(device)
     aged: dict[str, list[Expired]] = defaultdict(list)
     for days, devices in devices_by_days.items():
-        try:
-            cutoff = started_at - timedelta(days=days)
-        except OverflowError:
-            continue  # before the first datetime: nothing was received then
+        cutoff = _cutoff(days, started_at)
+        if cutoff is None:
+            continue
         for start in range(0, len(devices), PAGE):
             # One range of the (device_id, received_at) index per device.
             chunk = devices[start : start + PAGE]
@@ -153,14 +175,19 @@ def _over_installation(extra: int, skip: set[uuid.UUID], started_at: datetime) -
 
 
 def _walk(images: QuerySet[Image], order: str) -> Iterator[Expired]:
-    """``images`` in ``order`` then id, a page at a time (an index walk, no long-held cursor)."""
+    """``images`` in ``order`` (then id, unless ``order`` is "timestamp", unique within a
+    device: the (device_id, timestamp) index's own order), a page at a time (an index
+    walk in which each page starts where the last ended; no long-held cursor)."""
+    tie = () if order == "timestamp" else ("id",)
     after: Expired | None = None
     while True:
-        page_query = images.order_by(order, "id")
+        page_query = images.order_by(order, *tie)
         if after is not None:
             mark = getattr(after, order)
+            later = Q(**{f"{order}__gt": mark})
+            if tie:
+                later |= Q(**{order: mark, "id__gt": after.id})
             # The >= is the index range; the rest a filter within it.
-            later = Q(**{f"{order}__gt": mark}) | Q(**{order: mark, "id__gt": after.id})
             page_query = page_query.filter(later, **{f"{order}__gte": mark})
         page = list(_rows(page_query[:PAGE]))
         yield from page

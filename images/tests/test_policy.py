@@ -311,6 +311,19 @@ def test_a_policys_days_count_from_reception_like_the_global_rule(settings):
     assert left("door") == [1, 2]
 
 
+def test_a_policy_that_governs_no_device_changes_nothing_the_global_settings_remove(settings):
+    """Age alone takes a shorter path (one range of the received_at index): the same images."""
+    settings.IMAGES_RETENTION_DAYS = 30
+    for device in ("a", "b"):
+        for hour in range(4):
+            held(device, hour, days_ago=55 - 10 * hour)
+    alone = run("prune", dry_run=True, verbosity=2)
+    DevicePolicy.objects.create(pattern="nobody-*", max_images=1)
+    with_policy = run("prune", dry_run=True, verbosity=2)
+    assert with_policy.replace("nobody-*: would delete 0 images, 0 bytes\n", "") == alone
+    assert "(global settings): would delete 6 images, 600 bytes" in alone
+
+
 def test_a_dry_run_deletes_nothing_and_lists_exactly_what_prune_then_deletes(settings):
     settings.IMAGES_RETENTION_DAYS = 30
     settings.IMAGES_RETENTION_MAX_BYTES = 1000
@@ -385,6 +398,20 @@ def test_the_oldest_pages_are_walked_past_a_page(monkeypatch):
     run("policy", "set", "cam-1", "--max-bytes", "25")
     run("prune")
     assert left("cam-1") == [8, 9]
+
+
+def test_the_installations_walk_pages_past_images_received_at_the_same_instant(
+    settings, monkeypatch
+):
+    monkeypatch.setattr(expiry, "PAGE", 3)
+    settings.IMAGES_RETENTION_MAX_BYTES = 25
+    for hour in range(10):
+        held("cam-1", hour, 10)
+    Image.objects.update(received_at=timezone.now() - timedelta(days=1))
+    out = run("prune", dry_run=True)
+    assert "IMAGES_RETENTION_MAX_BYTES: would delete 8 images, 80 bytes" in out
+    run("prune")
+    assert Image.objects.count() == 2
 
 
 # --- prune --watch -----------------------------------------------------------------
