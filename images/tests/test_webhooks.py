@@ -26,7 +26,16 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 
-from conftest import ROOT, LiveServer, free_port, png_bytes, start_runserver, stop
+from conftest import (
+    ROOT,
+    LiveServer,
+    free_port,
+    fresh_database_url,
+    png_bytes,
+    start_runserver,
+    start_serve,
+    stop,
+)
 
 
 class Receiving:
@@ -315,3 +324,23 @@ def test_without_receivers_uploads_write_no_events(tmp_path: Path):
         assert live.query("SELECT count(*) FROM images_outboxevent") == [(0,)]
     finally:
         stop(live.process)
+
+
+def test_serve_delivers_in_its_background_work(tmp_path: Path, receiving):
+    receiver = receiving()
+    database_url = fresh_database_url(tmp_path)
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "SECRET_KEY": "test-only-secret",
+        "ALLOWED_HOSTS": "127.0.0.1",
+    }
+    process, port = start_serve(tmp_path, env, workers=1)
+    try:
+        live = LiveServer(port, database_url, process)
+        add(live, receiver.url)
+        image = upload(live, "serve-1")
+        wait_until(lambda: len(receiver.posts) == 1, timeout=30)
+        assert receiver.bodies() == [image]
+    finally:
+        stop(process)

@@ -26,8 +26,6 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from images.lifecycle.retention import retention_enabled
-
 ROOT = Path(__file__).resolve().parents[3]
 _RESTART_PAUSE_SECONDS = 5.0
 # The stream listener's CPU priority below the HTTP workers' (nice 0): see _streams.
@@ -58,6 +56,12 @@ class Command(BaseCommand):
             type=int,
             default=os.cpu_count() or 1,
             help="background workers (optimizing, and compacting at the lowest priority)",
+        )
+        parser.add_argument(
+            "--deliverers",
+            type=int,
+            default=1,
+            help="processes sending events to webhooks and MQTT (0: run manage.py deliver apart)",
         )
         parser.add_argument(
             "--graceful-timeout",
@@ -100,9 +104,14 @@ class Command(BaseCommand):
             # Below the HTTP workers (nice 10), compacting below that (nice 19).
             command = ("optimize", "--watch", "--nice", "10")
             helpers[f"optimize {worker + 1}"] = (command, self._manage(env, *command))
-        if retention_enabled():
-            command = ("prune", "--watch", "--verbosity", "0")
-            helpers["prune"] = (command, self._manage(env, *command))
+        # Always: a policy added while serving (manage.py policy) applies
+        # without a restart; an idle watcher asks once an interval.
+        command = ("prune", "--watch", "--verbosity", "0")
+        helpers["prune"] = (command, self._manage(env, *command))
+        for deliverer in range(options["deliverers"]):
+            # Webhooks and MQTT (images.delivery): idle until a receiver exists.
+            command = ("deliver",)
+            helpers[f"deliver {deliverer + 1}"] = (command, self._manage(env, *command))
         self.stdout.write(
             f"serving HTTP on {options['host']}:{options['port']} ({options['workers']} workers)"
             + f", event streams on {events_port}, {options['optimizers']} background workers"
