@@ -221,9 +221,15 @@ IMAGES_EVENTS = env_str("IMAGES_EVENTS", "auto")
 IMAGES_EVENTS_KEEPALIVE = env_int("IMAGES_EVENTS_KEEPALIVE", 15)
 # Event streams open at once per client address, and per token (API.md §15).
 IMAGES_EVENTS_PER_CLIENT = env_int("IMAGES_EVENTS_PER_CLIENT", 20)
-# Set by ``serve`` for its WSGI workers: the port of its stream listener, to
-# which they redirect stream requests (0: the streams are served in place).
+# Set by ``serve``: the port of its stream listener, where the gallery's
+# pages open their streams (0: no listener, the streams are served in place).
 IMAGES_EVENTS_PORT = env_int("IMAGES_EVENTS_PORT", 0)
+# Set by ``serve`` for its HTTP workers: the event streams each may send on
+# the API port, from a thread each (docs/live.md); past them 503. -1: no limit.
+IMAGES_EVENTS_THREADS = env_int("IMAGES_EVENTS_THREADS", -1)
+# Set by ``serve``: where its processes count each client's open streams
+# together (images/live/holds.py); unset, each process counts its own.
+IMAGES_EVENTS_HOLDS_DIR = env_str("IMAGES_EVENTS_HOLDS_DIR", "")
 # Set by ``serve`` for its stream listener: the API's own port, whose pages
 # (http://<host>:<port>) may read the streams across origins (API.md §15).
 IMAGES_API_PORT = env_int("IMAGES_API_PORT", 0)

@@ -7,3 +7,11 @@ from django.core.wsgi import get_wsgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 application = get_wsgi_application()
+
+from django.conf import settings  # noqa: E402 - once Django is set up
+
+if settings.IMAGES_EVENTS_THREADS > 0:  # a serve HTTP worker, which holds event streams
+    from images.http import stream_threads
+
+    stream_threads.send_streams_from_own_threads()
+    stream_threads.end_streams_on_shutdown()

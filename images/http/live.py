@@ -5,11 +5,12 @@ whose answer changes: ``Cache-Control: no-cache`` (clients revalidate with
 the ETag every time), and ``Content-Location`` names the image by id.
 
 ``GET /devices/{deviceId}/events`` and ``GET /events`` are served here as
-a blocking stream, for the development server and Django's test client.
-Under ``serve`` they never hold a WSGI worker: the workers answer them with
-a redirect to ``serve``'s stream listener (:mod:`images.http.streams`),
-which serves them on an event loop with the same checks and the same stream
-(:mod:`images.http.sse`).
+a blocking stream: by the development server, and under ``serve`` by its
+HTTP workers on the API port, each stream sent from a thread of its own, at
+most ``IMAGES_EVENTS_THREADS`` per worker (:mod:`images.http.stream_threads`).
+``serve``'s stream listener (:mod:`images.http.streams`) serves the same
+paths on an event loop, with the same checks (:func:`watch_for`) and the
+same stream (:mod:`images.http.sse`), for the gallery's pages and proxies.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from rest_framework.views import APIView
 
 from formats.errors import unless_safe
 from images import access, identity, live
-from images.http import auth, openapi, sse
+from images.http import auth, openapi, sse, stream_threads
 from images.http.downloads import is_conditional, not_modified_response
 from images.http.errors import response_for_exception
 from images.http.views import image_or_metadata
@@ -141,34 +142,20 @@ def stream_headers(response: HttpResponse) -> None:
     response["X-Content-Type-Options"] = "nosniff"
 
 
-def _to_stream_listener(request: HttpRequest, origin: str) -> HttpResponse:
-    """Under ``serve``, a stream is not held by a WSGI worker: 307 to its stream listener.
-
-    Behind a proxy that routes the stream paths to that listener (docs/live.md)
-    no stream request gets here.
-    """
-    response = HttpResponse(status=307)
-    response["Location"] = origin + request.get_full_path()
-    response["Cache-Control"] = "no-store"
-    return response
-
-
 def events_stream(request: HttpRequest, device_id: str | None) -> HttpResponse:
+    """The stream, served in place: no redirect, which would lose ``Authorization`` (API.md §15)."""
     answer = unless_safe(request)
     if answer is not None:
         return answer
     try:
-        origin = live.listener_origin(request.get_host())
-        if origin is not None:
-            return _to_stream_listener(request, origin)
         watch = watch_for(request, device_id)
+        if request.method == "HEAD":
+            watch.release()  # a HEAD holds no stream
+            body: Iterator[bytes] = iter(())
+        else:
+            body = stream_threads.stream_body(watch)  # 503 past the worker's streams
     except Exception as exc:  # noqa: BLE001 - every error becomes a contract error
         return response_for_exception(request, exc)
-    if request.method == "HEAD":
-        watch.release()  # a HEAD holds no stream
-        body: Iterator[bytes] = iter(())
-    else:
-        body = sse.sse_stream(watch)
     response = StreamingHttpResponse(body, content_type=f"{sse.MEDIA_TYPE}; charset=utf-8")
     stream_headers(response)
     return response

@@ -4,9 +4,11 @@
 ``--events-port``. Measured (docs/live.md): the WSGI workers cannot hold a
 stream without holding a thread each, and Django's ASGI handler for the
 whole API serves ordinary requests at 10 to 50 % of the WSGI rate; so
-ordinary requests stay on WSGI, and only ``/events`` and
-``/devices/{deviceId}/events`` come here, where an open stream is a
-subscription and a coroutine (about 26 KB), not a thread.
+ordinary requests stay on WSGI, whose workers send up to 64 streams each
+on the API port (:mod:`images.http.stream_threads`), and ``/events`` and
+``/devices/{deviceId}/events`` are also served here, for the gallery's pages
+and for many watchers behind a proxy: an open stream is a subscription and
+a coroutine (about 26 KB), not a thread.
 
 Each stream is opened exactly as the WSGI view opens it: the same Django
 request (with its session, for the gallery's logged-in staff), the same

@@ -18,9 +18,7 @@ stream holds an unbounded backlog.
 
 from __future__ import annotations
 
-import threading
 import uuid
-from collections import Counter
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -29,16 +27,13 @@ from django.db.models import Q
 from images import access
 from images.access import Principal
 from images.errors import ImageNotFound, RateLimited
+from images.live import holds
 from images.live.events import Event, image_event
 from images.live.hub import Subscription, hub
 from images.models import Image
 
 REPLAY_LIMIT = 1000
 _RETRY_AFTER_SECONDS = 5
-# Open watches per client address and per token, in this process (the
-# stream listener under serve; the development server).
-_open_per_client: Counter[str] = Counter()
-_open_lock = threading.Lock()
 
 
 def image_latest(device_id: str) -> Image:
@@ -77,7 +72,7 @@ class Watch:
     # The replay stopped at REPLAY_LIMIT: end the stream after it.
     truncated: bool = False
     # What this watch counts against (its client's address, its token), until released.
-    holds: tuple[str, ...] = ()
+    held: holds.Held | None = None
 
     def subscribe(self, loop: object = None) -> None:
         """Subscribe; the replay that follows waits for :meth:`.hub.Hub.wait_listening`."""
@@ -93,12 +88,8 @@ class Watch:
 
     def release(self) -> None:
         """No longer count this watch against its client (idempotent)."""
-        with _open_lock:
-            for key in self.holds:
-                _open_per_client[key] -= 1
-                if _open_per_client[key] <= 0:
-                    del _open_per_client[key]
-            self.holds = ()
+        if self.held is not None:
+            self.held.release()
 
     def replay(self) -> list[Event]:
         """The events stored after ``last_event_id`` (none without one), oldest first.
@@ -154,31 +145,31 @@ def watch_open(
     """A watch ``principal`` may open (else 401/403, or 429); nothing is subscribed yet.
 
     At most ``IMAGES_EVENTS_PER_CLIENT`` watches are open at once per client
-    address, and per token (API.md §15); past that :class:`RateLimited`.
-    The watch counts until :meth:`Watch.release` (which unsubscribing does).
+    address, and per token (API.md §15), in all of ``serve``'s processes
+    (:mod:`.holds`); past that :class:`RateLimited`. The watch counts until
+    :meth:`Watch.release` (which unsubscribing does).
     """
     watch_check(principal, device_id)
     if device_id is not None and "\x00" in device_id:
         raise ImageNotFound("no images from this device", field="deviceId")
-    holds = (f"client {client}",) + (() if token_id is None else (f"token {token_id}",))
+    keys = (f"client {client}",) + (() if token_id is None else (f"token {token_id}",))
     most = settings.IMAGES_EVENTS_PER_CLIENT
-    with _open_lock:
-        if any(_open_per_client[key] >= most for key in holds):
-            raise RateLimited(
-                f"at most {most} event streams may be open at once per client",
-                retry_after=_RETRY_AFTER_SECONDS,
-            )
-        for key in holds:
-            _open_per_client[key] += 1
-    return Watch(device_id=device_id, last_event_id=last_event_id, token_id=token_id, holds=holds)
+    held = holds.take(keys, most)
+    if held is None:
+        raise RateLimited(
+            f"at most {most} event streams may be open at once per client",
+            retry_after=_RETRY_AFTER_SECONDS,
+        )
+    return Watch(device_id=device_id, last_event_id=last_event_id, token_id=token_id, held=held)
 
 
 def listener_origin(host: str) -> str | None:
     """Where ``serve``'s stream listener is, for a client that reached us at ``host``.
 
-    ``None`` when the streams are served in place (the development server).
-    ``host`` is the request's (validated) Host header: the listener is on the
-    same host name, at ``IMAGES_EVENTS_PORT``.
+    ``None`` without one (the development server). ``host`` is the request's
+    (validated) Host header: the listener is on the same host name, at
+    ``IMAGES_EVENTS_PORT``. (The gallery's pages open their streams there;
+    the API port serves the same streams in place.)
     """
     if not settings.IMAGES_EVENTS_PORT:
         return None

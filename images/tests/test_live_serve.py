@@ -1,7 +1,9 @@
 """Event streams under ``serve`` (API.md §13): its stream listener, and across instances.
 
-Real ``serve`` processes (granian WSGI for the API, granian ASGI for the
-streams), real uploads over HTTP, streams read with httpx. Every channel an
+Real ``serve`` processes (granian WSGI for the API, which holds streams in
+threads of their own, and granian ASGI for the stream listener), real
+uploads over HTTP, streams read with httpx, which never follows a redirect
+here: the documented URLs answer in place (API.md §15). Every channel an
 operator can choose carries the events between instances: the database's
 own (local sockets on SQLite, ``LISTEN``/``NOTIFY`` on PostgreSQL), and
 Redis pub/sub.
@@ -54,7 +56,8 @@ class Instance:
 class Stream:
     """A text/event-stream read by httpx in a thread: its events, then ``None`` at its end.
 
-    Its comment lines (the preamble's, keep-alives) are queued apart.
+    Its comment lines (the preamble's, keep-alives) are queued apart. A
+    redirect is not followed: its status is the stream's.
     """
 
     url: str
@@ -73,7 +76,7 @@ class Stream:
     def _read(self) -> None:
         try:
             with (
-                httpx.Client(follow_redirects=True, timeout=httpx.Timeout(5, read=60)) as client,
+                httpx.Client(follow_redirects=False, timeout=httpx.Timeout(5, read=60)) as client,
                 client.stream("GET", self.url, headers=self.headers) as response,
             ):
                 self.status, self.response_headers = response.status_code, response.headers
@@ -100,7 +103,9 @@ class Stream:
         return self.events.get(timeout=WAIT)
 
 
-def serve(tmp: Path, database_url: str, name: str, **env: str) -> Instance:
+def serve(
+    tmp: Path, database_url: str, name: str, *, options: tuple[str, ...] = (), **env: str
+) -> Instance:
     events_port = free_port()
     process, port = start_serve(
         tmp,
@@ -115,6 +120,7 @@ def serve(tmp: Path, database_url: str, name: str, **env: str) -> Instance:
         workers=1,
         name=name,
         events_port=events_port,
+        options=options,
     )
     return Instance(process, port, events_port)
 
@@ -175,7 +181,7 @@ def pair(request, tmp_path) -> Iterator[tuple[Instance, Instance, str]]:
 
 def test_an_upload_to_either_instance_is_pushed_by_both(pair):
     first, second, _ = pair
-    # Through the API's port: its WSGI workers send streams to the listener.
+    # Through the API's port: its WSGI workers hold them, in threads of their own.
     streams = [
         Stream(f"{instance.url}{path}").start()
         for instance in (first, second)
@@ -217,15 +223,12 @@ def test_a_burst_of_uploads_reaches_every_stream_whole_and_in_order(tmp_path):
         stop_all(instance)
 
 
-def test_a_stream_on_the_api_port_is_redirected_to_the_listener(tmp_path):
+def test_the_api_port_serves_a_stream_in_place_and_the_listener_only_streams(tmp_path):
     instance = serve(tmp_path, fresh_database_url(tmp_path), "serve")
     try:
-        response = httpx.get(f"{instance.url}/devices/a%2Fb/events?x=1")
-        assert response.status_code == 307
-        # (Its path as the API's routes read it: the device "a/b".)
-        assert response.headers["location"] == (
-            f"http://127.0.0.1:{instance.events_port}/devices/a/b/events?x=1"
-        )
+        # (The device "a/b", as the API's routes read it.) No redirect: 200 here.
+        in_place = Stream(f"{instance.url}/devices/a%2Fb/events?x=1").start()
+        assert in_place.status == 200
         listener = f"http://127.0.0.1:{instance.events_port}"
         # The listener serves the two streams and nothing else, with the API's errors.
         missing = httpx.get(f"{listener}/collections/images")
@@ -249,6 +252,8 @@ def test_a_stream_on_the_api_port_is_redirected_to_the_listener(tmp_path):
             assert "access-control-allow-origin" not in stream.response_headers
         stored = upload(instance, "cam", 1)
         assert same.next()["id"] == other.next()["id"] == stored["id"]
+        device_a_b = upload(instance, "a/b", 2)
+        assert in_place.next()["id"] == device_a_b["id"]
     finally:
         stop_all(instance)
 

@@ -9,6 +9,7 @@ included) finish, and ``serve`` exits when all have stopped.
 
 from __future__ import annotations
 
+import argparse
 import ctypes
 import os
 import shutil
@@ -30,6 +31,8 @@ ROOT = Path(__file__).resolve().parents[3]
 _RESTART_PAUSE_SECONDS = 5.0
 # The stream listener's CPU priority below the HTTP workers' (nice 0): see _streams.
 STREAMS_NICE = 5
+# Event streams each HTTP worker sends on the API port, a thread each: see _http.
+API_STREAMS = 64
 
 
 class Command(BaseCommand):
@@ -50,6 +53,14 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--workers", type=int, default=os.cpu_count() or 1, help="HTTP worker processes"
+        )
+        parser.add_argument(
+            "--api-streams",
+            type=_stream_count,
+            metavar="N",
+            default=API_STREAMS,
+            help="event streams each HTTP worker may send on the HTTP port, a thread each "
+            f"(default {API_STREAMS}; past them 503; 0: the listener's port only)",
         )
         parser.add_argument(
             "--optimizers",
@@ -123,6 +134,11 @@ class Command(BaseCommand):
             shutil.rmtree(env["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
 
     def _http(self, options: dict[str, Any], env: dict[str, str]) -> subprocess.Popen:
+        # Event streams on the API port (API.md §15): each worker sends up
+        # to --api-streams of them, each from a thread of its own, while its
+        # one request thread goes on (images/http/stream_threads.py; why,
+        # and the measurement: docs/live.md).
+        env = {**_with_stream_holds(env), "IMAGES_EVENTS_THREADS": str(options["api_streams"])}
         command = [
             sys.executable,
             "-m",
@@ -157,7 +173,9 @@ class Command(BaseCommand):
 
         Measured (docs/live.md): a WSGI worker holds a thread per open
         stream, and ASGI for the whole API costs ordinary requests half
-        their rate or more; here, an open stream costs a coroutine.
+        their rate or more; here, an open stream costs a coroutine. The
+        gallery's pages open their streams here; a proxy may send it all
+        of them (docs/deploy.md).
         """
         command = [
             sys.executable,
@@ -187,6 +205,7 @@ class Command(BaseCommand):
             "10000",
             "config.events:application",
         ]
+        env = _with_stream_holds(env)
         # Below the HTTP workers: on a busy box the scheduler runs a worker
         # (which may hold SQLite's write lock, with the other waiting for it)
         # before the listener, whose deliveries can wait some milliseconds.
@@ -242,6 +261,29 @@ class Command(BaseCommand):
         codes = [child.returncode for child in children]
         if not stopping and any(codes):
             raise CommandError(f"a server exited unexpectedly (exit codes {codes})")
+
+
+def _stream_count(value: str) -> int:
+    """``--api-streams``: 0 to 1024 (a thread each)."""
+    try:
+        count = int(value)
+    except ValueError:
+        count = -1
+    if not 0 <= count <= 1024:
+        raise argparse.ArgumentTypeError(f"not a number of streams from 0 to 1024: {value!r}")
+    return count
+
+
+def _with_stream_holds(env: dict[str, str]) -> dict[str, str]:
+    """``env`` for the processes that hold event streams: where they count them together.
+
+    A client's streams count against one cap whichever process holds them
+    (images/live/holds.py); the directory is in serve's own temporary one,
+    removed with it.
+    """
+    holds = Path(env["PROMETHEUS_MULTIPROC_DIR"]) / "event-streams"
+    holds.mkdir(mode=0o700, exist_ok=True)
+    return {**env, "IMAGES_EVENTS_HOLDS_DIR": str(holds)}
 
 
 def _check_free(host: str, port: int, kind: int, what: str) -> None:
