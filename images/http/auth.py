@@ -28,6 +28,7 @@ from rest_framework.exceptions import (
 )
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
+from rest_framework.throttling import BaseThrottle
 
 from images import access, identity
 from images.access import Principal
@@ -64,6 +65,15 @@ def check_export(request: HttpRequest, device_id: str) -> None:
             lambda principal: access.may_export(principal, device_id),
             "exporting needs a reader token or the device's own",
         )
+
+
+def client_address(request: HttpRequest) -> str:
+    """The client's address: behind NUM_PROXIES trusted proxies, what they report.
+
+    DRF's throttles read it this way (``REST_FRAMEWORK["NUM_PROXIES"]``);
+    the upload rate limits and the per-client stream cap use the same.
+    """
+    return BaseThrottle().get_ident(request)
 
 
 def vary_on() -> tuple[str, ...]:

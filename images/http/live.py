@@ -131,7 +131,8 @@ def watch_for(request: HttpRequest, device_id: str | None) -> live.Watch:
         device_id,
         last_event_id=request.headers.get("Last-Event-ID", ""),
         token_id=None if token is None else token.pk,
-        client=request.META.get("REMOTE_ADDR", ""),
+        # Behind a proxy, the client it reports: not the proxy for everyone.
+        client=auth.client_address(request),
     )
 
 

@@ -25,7 +25,6 @@ from rest_framework.permissions import AllowAny
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import BaseThrottle
 from rest_framework.views import APIView
 
 from formats.cbor import CBORParser, CBORRenderer
@@ -216,8 +215,7 @@ class ImageCollectionView(DownloadFastPath):
         )
 
     def _client(self, request: Request) -> str:
-        """The client's address (behind NUM_PROXIES trusted proxies, what they report)."""
-        return BaseThrottle().get_ident(request)
+        return auth.client_address(request)
 
     @extend_schema(
         operation_id="image_find",

@@ -283,3 +283,20 @@ def test_a_client_holds_at_most_its_share_of_open_streams(client, settings):
     second.close()
     assert client.head("/events").status_code == 200
     assert client.head("/events").status_code == 200  # a HEAD holds nothing
+
+
+def test_behind_a_proxy_each_client_has_its_own_share(client, settings):
+    """The cap counts the client the trusted proxy reports (NUM_PROXIES), not the proxy."""
+    settings.IMAGES_EVENTS_PER_CLIENT = 1
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": 1}
+    proxy = {"REMOTE_ADDR": "10.0.0.1"}
+    first = open_stream(client, "/events", HTTP_X_FORWARDED_FOR="192.0.2.1", **proxy)
+    second = open_stream(client, "/events", HTTP_X_FORWARDED_FOR="192.0.2.2", **proxy)
+    try:
+        again = client.get(
+            "/events", HTTP_ACCEPT="text/event-stream", HTTP_X_FORWARDED_FOR="192.0.2.1", **proxy
+        )
+        assert again.status_code == 429
+    finally:
+        first.close()
+        second.close()
