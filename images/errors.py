@@ -52,6 +52,15 @@ class ImageTooLarge(DomainError):
         self.limit = limit
 
 
+class TooCostly(DomainError):
+    """Work on a stored image that today's decoding limits do not allow (422).
+
+    An image stored before a limit existed (or was lowered) is still served
+    as it is; what would decode it again (a thumbnail) is refused rather than
+    spending what the limits exist to bound (API.md §15).
+    """
+
+
 class ImageConflict(DomainError):
     """Another image is already stored under this device and timestamp (409, 4.09)."""
 

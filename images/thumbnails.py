@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 from django.core.cache import cache
 
-from images import selectors, storage
+from images import compression, selectors, storage
 from images.compression.thumbnail import (
     CONTENT_TYPES,
     EXTENSIONS,
@@ -23,6 +23,7 @@ from images.compression.thumbnail import (
     SIZE_MIN,
     thumbnail_make,
 )
+from images.errors import ImageTooLarge, TooCostly
 from images.models import Image
 
 CACHE_SECONDS = 7 * 86_400
@@ -45,12 +46,13 @@ def _index_key(sha256: str) -> str:
     return f"thumbnail:v1:{sha256}:made"
 
 
-def thumbnail_for(image: Image, size: int, content_type: str) -> bytes:
+def thumbnail_for(image: Image, size: int, content_type: str, limits: compression.Limits) -> bytes:
     """The thumbnail's bytes, from the cache or made (and cached) from the stored image."""
     key = _key(image.sha256, size, content_type)
     data = cache.get(key)
     if data is None:
         stored = storage.image_bytes(selectors.image_get(image_id=image.id))
+        _check_cost(stored, limits)
         data = thumbnail_make(stored, size=size, content_type=content_type).data
         cache.set(key, data, CACHE_SECONDS)
         # A race between two requests may drop one entry from the index;
@@ -58,6 +60,15 @@ def thumbnail_for(image: Image, size: int, content_type: str) -> bytes:
         made = set(cache.get(_index_key(image.sha256), ()))
         cache.set(_index_key(image.sha256), sorted(made | {key}), CACHE_SECONDS)
     return data
+
+
+def _check_cost(stored: bytes, limits: compression.Limits) -> None:
+    """Today's decoding limits, before decoding (API.md §15): an image stored
+    before a limit was set (scans, frames, pixels) costs no more than they allow."""
+    try:
+        compression.probe(stored, limits)
+    except ImageTooLarge as exc:
+        raise TooCostly(f"no thumbnail: {exc}") from None
 
 
 def thumbnails_forget(sha256s: Iterable[str]) -> None:

@@ -50,6 +50,8 @@ STATUS_DESCRIPTIONS = {
     413: "The body (judged from `Content-Length`), the image or its pixels exceed a limit.",
     415: "The body's Content-Type is missing or not accepted.",
     416: "No range of `Range` lies within the image.",
+    422: "The stored image's decoding cost exceeds today's limits (e.g. its JPEG scans): "
+    "no thumbnail is made; the image itself still downloads.",
     429: "Too many uploads from this device or client address; retry after `Retry-After` seconds.",
 }
 

@@ -27,6 +27,7 @@ from images.http.auth import vary_on
 from images.http.errors import error_response
 from images.models import Image
 from images.serializers import validated
+from images.services import limits_current
 
 
 class ThumbnailQuerySerializer(serializers.Serializer):
@@ -62,7 +63,7 @@ class ImageThumbnailView(APIView):
                 for media_type in thumbnails.CONTENT_TYPES
             },
             304: OpenApiResponse(description="Not modified."),
-            **openapi.errors(400, 401, 403, 404, 406, 412),
+            **openapi.errors(400, 401, 403, 404, 406, 412, 422),
         },
     )
     def get(self, request: Request, image_id: uuid.UUID) -> HttpResponse:
@@ -84,7 +85,7 @@ class ImageThumbnailView(APIView):
         if response.status_code == 412:
             response = error_response(django_request, 412, {"detail": ["precondition failed"]})
         elif response is probe:
-            data = thumbnails.thumbnail_for(image, size, content_type)
+            data = thumbnails.thumbnail_for(image, size, content_type, limits_current())
             response = HttpResponse(data, content_type=content_type, headers=headers)
             if request.method == "HEAD":
                 response.content = b""

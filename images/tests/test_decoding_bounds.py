@@ -87,6 +87,27 @@ def test_a_multi_picture_index_longer_than_the_frame_limit_is_refused(client):
     assert upload(client, with_mp_index(photo_jpeg(), 3), day=2).status_code == 201
 
 
+def test_an_image_stored_under_a_higher_limit_gets_no_thumbnail_but_still_downloads(
+    client, settings
+):
+    """The limits bound every decode, not only uploads: a thumbnail of an image stored
+    before the limit was lowered is refused (422) before anything is decoded."""
+    settings.IMAGES_MAX_JPEG_SCANS = 300
+    bomb = scan_bomb(200)
+    stored = upload(client, bomb)
+    assert stored.status_code == 201
+    href = stored.json()["href"]
+    settings.IMAGES_MAX_JPEG_SCANS = 100
+    refused = client.get(f"{href}/thumbnail?size=64", HTTP_ACCEPT="image/jpeg")
+    assert refused.status_code == 422
+    assert "scans" in refused.json()["errors"]["detail"][0]
+    assert client.get(href, HTTP_ACCEPT="image/jpeg").content == bomb  # served as it is
+    settings.IMAGES_MAX_JPEG_SCANS = 300
+    made = client.get(f"{href}/thumbnail?size=64", HTTP_ACCEPT="image/jpeg")
+    assert made.status_code == 200
+    assert made["Content-Type"] == "image/jpeg"
+
+
 @settings(max_examples=300, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=4096), st.integers(0, 4))
 def test_the_marker_walkers_take_any_bytes(tail: bytes, cut: int) -> None:
