@@ -1,0 +1,262 @@
+"""The far side of ``bench/deliveries.py``: webhook receivers, a broker, a subscriber.
+
+- :class:`Mosquitto`: Debian's broker (``/usr/sbin/mosquitto -c CONF``) on a
+  free port of 127.0.0.1, anonymous, no persistence;
+- :class:`ReceiversProcess`: a forked process (at nice 10: what it stands for
+  runs on other machines; its CPU is printed) holding ``live`` webhook
+  receivers, each an HTTP server on a port of its own that answers every
+  ``POST`` 204 and stamps the first arrival of each image id with
+  ``time.time()``, and an MQTT subscriber to ``<prefix>/#`` (QoS 1) stamping
+  each ``<prefix>/<device>/image`` message the same way. A receiver can be
+  taken down (its listener closed and its open connections cut) and brought
+  back on the same port. Driven over a pipe.
+
+Written for the bench rather than imported from the tests (bench/support.py
+says why).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import multiprocessing
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from bench.support import free_port, stop, wait_for_port
+
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+RECEIVERS_NICE = 10
+
+
+class Mosquitto:
+    """A broker of its own on a free port, its log in ``directory``; ``nice`` as a child."""
+
+    def __init__(self, directory: Path, nice: int = RECEIVERS_NICE) -> None:
+        self.port = free_port()
+        self.directory = directory
+        self.nice = nice
+        self.config = directory / "mosquitto.conf"
+        self.config.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n")
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        with open(self.directory / "mosquitto.log", "ab") as log:
+            self.process = subprocess.Popen(
+                [MOSQUITTO, "-c", str(self.config)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=lambda: os.nice(self.nice),
+            )
+        wait_for_port(self.port, self.process)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop(self.process)
+            self.process = None
+
+
+class Receiver:
+    """One webhook receiver on ``port`` (0: a free one, kept across down and up)."""
+
+    def __init__(self, port: int = 0) -> None:
+        self.arrivals: dict[str, float] = {}
+        self.posts = 0
+        self.lock = threading.Lock()
+        self.connections: set[socket.socket] = set()
+        self.server: ThreadingHTTPServer | None = None
+        self.port = port
+        self.up()
+
+    def up(self) -> None:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                super().setup()
+                with receiver.lock:
+                    receiver.connections.add(self.connection)
+
+            def finish(self) -> None:
+                with receiver.lock:
+                    receiver.connections.discard(self.connection)
+                super().finish()
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                now = time.time()
+                image_id = json.loads(body).get("id", "")
+                with receiver.lock:
+                    receiver.posts += 1
+                    receiver.arrivals.setdefault(image_id, now)
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def down(self) -> None:
+        """Stop listening, and cut the connections kept alive (the deliverer's)."""
+        server, self.server = self.server, None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        with self.lock:
+            open_now = list(self.connections)
+        for connection in open_now:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+
+    def take(self) -> tuple[dict[str, float], int]:
+        with self.lock:
+            taken = (self.arrivals, self.posts)
+            self.arrivals, self.posts = {}, 0
+        return taken
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.arrivals)
+
+
+class Subscriber:
+    """``<prefix>/#`` at QoS 1; the first arrival of each image id on an ``/image`` topic."""
+
+    def __init__(self, port: int, prefix: str) -> None:
+        import paho.mqtt.client as paho
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self.arrivals: dict[str, float] = {}
+        self.messages = 0
+        self.lock = threading.Lock()
+        subscribed = threading.Event()
+        self.client = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"bench-{uuid.uuid4().hex[:8]}"
+        )
+        self.client.on_connect = lambda client, *_: client.subscribe(f"{prefix}/#", qos=1)
+        self.client.on_subscribe = lambda *_: subscribed.set()
+        self.client.on_message = self._message
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        if not subscribed.wait(10):
+            raise RuntimeError("the broker did not take the subscription")
+
+    def _message(self, client: Any, userdata: object, message: Any) -> None:
+        now = time.time()
+        if not message.topic.endswith("/image"):
+            return
+        image_id = json.loads(message.payload).get("id", "")
+        with self.lock:
+            self.messages += 1
+            self.arrivals.setdefault(image_id, now)
+
+    def take(self) -> tuple[dict[str, float], int]:
+        with self.lock:
+            taken = (self.arrivals, self.messages)
+            self.arrivals, self.messages = {}, 0
+        return taken
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.arrivals)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class Receivers:
+    """The child's state: what each command of the pipe does."""
+
+    def __init__(self, live: int, mqtt_port: int, prefix: str) -> None:
+        self.hooks = [Receiver() for _ in range(live)]
+        self.subscriber = Subscriber(mqtt_port, prefix)
+
+    def ports(self) -> list[int]:
+        return [hook.port for hook in self.hooks]
+
+    def counts(self) -> tuple[list[int], int]:
+        """Distinct images each receiver has, and the subscriber."""
+        return [hook.count() for hook in self.hooks], self.subscriber.count()
+
+    def take(self) -> dict[str, Any]:
+        """Every arrival since the last take (then forgotten): per receiver, and MQTT's."""
+        hooks = [hook.take() for hook in self.hooks]
+        mqtt = self.subscriber.take()
+        return {"hooks": [h[0] for h in hooks], "posts": [h[1] for h in hooks], "mqtt": mqtt}
+
+    def down(self, index: int) -> None:
+        self.hooks[index].down()
+
+    def up(self, index: int) -> None:
+        self.hooks[index].up()
+
+    def close(self) -> None:
+        for hook in self.hooks:
+            hook.down()
+        self.subscriber.close()
+
+
+def receivers_main(conn: Connection, live: int, mqtt_port: int, prefix: str) -> None:
+    os.nice(RECEIVERS_NICE)
+    receivers = Receivers(live, mqtt_port, prefix)
+    conn.send(receivers.ports())
+    while True:
+        name, *arguments = conn.recv()
+        if name == "quit":
+            receivers.close()
+            conn.send("bye")
+            return
+        conn.send(getattr(receivers, name)(*arguments))
+
+
+class ReceiversProcess:
+    """:class:`Receivers` in a forked process: fork it before this process starts threads."""
+
+    def __init__(self, live: int, mqtt_port: int, prefix: str) -> None:
+        context = multiprocessing.get_context("fork")
+        self.conn, child = context.Pipe()
+        self.process = context.Process(
+            target=receivers_main, args=(child, live, mqtt_port, prefix), daemon=True
+        )
+        self.process.start()
+        self.ports: list[int] = self._answer("start", 30)
+
+    @property
+    def pid(self) -> int:
+        assert self.process.pid is not None
+        return self.process.pid
+
+    def call(self, name: str, *arguments: Any, timeout: float = 60) -> Any:
+        self.conn.send((name, *arguments))
+        return self._answer(name, timeout)
+
+    def _answer(self, name: str, timeout: float) -> Any:
+        if not self.conn.poll(timeout):
+            raise RuntimeError(f"the receivers did not answer {name!r} within {timeout} s")
+        return self.conn.recv()
+
+    def stop(self) -> None:
+        if self.process.is_alive():
+            with contextlib.suppress(OSError, EOFError, RuntimeError):
+                self.call("quit", timeout=30)
+        self.process.join(timeout=10)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
