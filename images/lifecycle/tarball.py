@@ -18,31 +18,31 @@ import loses nothing it had stored, and running it again finishes the job.
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import io
 import json
+import lzma
 import tarfile
 import tempfile
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO, Any
 
-from rest_framework.exceptions import ValidationError
-
 from images import selectors, services, storage
 from images.errors import DomainError
 from images.filenames import safe_filename_for, safe_name
+from images.lifecycle.tarball_pairs import METADATA_MAX_BYTES, REFUSED, Record, Waiting
+from images.lifecycle.tarball_pairs import metadata_record as _metadata_record
 from images.models import Image
-from images.serializers import ImageKeySerializer, image_metadata, validated
+from images.serializers import image_metadata
 
 _PAGE = 200
 _SPOOL_IN_MEMORY = 1 << 20
-# Hostile archives (API.md §15). A metadata member is a few hundred bytes.
-_METADATA_MAX_BYTES = 1 << 20
-# An export puts each image's metadata right after it, so one member waits
-# for its pair at a time; these bound an archive that never pairs them.
-_WAITING_MAX_MEMBERS = 16
-_WAITING_MAX_BYTES = 256 << 20
+# Hostile archives (API.md §15): members waiting for their pair, and the
+# metadata limit, are in :mod:`.tarball_pairs`.
 # A compressed archive of images hardly shrinks (they are compressed
 # already): past this ratio of bytes unpacked to bytes read, with this much
 # unpacked, it is a decompression bomb.
@@ -50,7 +50,6 @@ _UNPACKED_MAX_RATIO = 50
 _UNPACKED_ALLOWANCE = 64 << 20
 # The most a pax or GNU long-name header may hold (tarfile reads it whole).
 _HEADER_MAX_BYTES = 1 << 20
-_SIZE_MAX = 2**63 - 1
 
 
 # --- Export -------------------------------------------------------------------
@@ -188,8 +187,6 @@ def tarball_import(
     came before) for a file that is not a tar archive or is cut short.
     """
     report = ImportReport()
-    images: dict[str, IO[bytes]] = {}
-    metadata: dict[str, dict[str, Any]] = {}
 
     def done(name: str, outcome: str) -> None:
         if progress is not None:
@@ -199,54 +196,90 @@ def tarball_import(
         report.problems.append((name, why))
         done(name, why)
 
+    waiting = Waiting(refuse)
     tail = _Tail(stream)
     image_max = services.limits_current().max_bytes
     try:
-        with tarfile.open(fileobj=tail, mode="r|*", tarinfo=_BoundedTarInfo) as archive:
-            compressed = getattr(archive.fileobj, "comptype", "tar") != "tar"
+        unpacked, compressed = _unpacking(tail)
+        with tarfile.open(fileobj=unpacked, mode="r|", tarinfo=_BoundedTarInfo) as archive:
             for member in archive:
                 if compressed and _unpacks_too_much(member, tail.count):
                     raise TarballUnreadable(
                         "it unpacks to far more than its own size: refused as a decompression bomb"
                     )
-                if not member.isfile():
-                    continue
-                base = member.name.removesuffix(".json")
-                is_metadata = member.name.endswith(".json")
-                # Judged from the member's header, before its bytes are read.
-                limit = _METADATA_MAX_BYTES if is_metadata else image_max
-                if member.size > limit:
-                    refuse(member.name, f"{member.size:,} bytes; the limit is {limit:,}")
-                    continue
-                content = archive.extractfile(member)
-                assert content is not None  # a regular file always has content
-                if is_metadata:
-                    try:
-                        metadata[base] = json.loads(content.read())
-                    except (ValueError, UnicodeDecodeError):
-                        refuse(member.name, "not valid JSON metadata")
-                        continue
-                else:
-                    images[base] = _spooled(content)
-                if base in images and base in metadata:
-                    outcome = _import_one(base, images.pop(base), metadata.pop(base), report)
-                    done(base, outcome)
-                _unpaired(images, metadata, refuse)
+                if member.isfile():
+                    pair = _member_read(archive, member, image_max, waiting, refuse)
+                    if pair is not None:
+                        name = member.name.removesuffix(".json")
+                        done(name, _import_one(name, *pair, report))
             uncompressed = not compressed
         if uncompressed and not tail.ended_with_zero_blocks():
             # tarfile takes a stream that stops at a member boundary for the
             # end; a whole archive ends with two zero blocks (POSIX ustar).
             raise TarballUnreadable("not a complete tar archive: it ends before its end marker")
-    except (tarfile.TarError, EOFError, OSError) as exc:
+    except (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError) as exc:
         raise TarballUnreadable(f"not a complete tar archive: {exc}") from None
     finally:
-        for leftover in images.values():
-            leftover.close()
-    for name in sorted(images.keys() | metadata.keys()):
-        what = "no metadata member" if name in images else "no image member"
-        report.problems.append((name, what))
-        done(name, what)
+        leftovers = waiting.leftovers()
+    for name, what in leftovers:
+        refuse(name, what)
     return report
+
+
+def _member_read(
+    archive: tarfile.TarFile,
+    member: tarfile.TarInfo,
+    image_max: int,
+    waiting: Waiting,
+    refuse: Callable[[str, str], None],
+) -> tuple[IO[bytes], Record] | None:
+    """Read one regular member into ``waiting``; the pair it completes, if it does.
+
+    Its size is judged from its header, before its bytes are read. A
+    metadata member is checked at once and only its record is kept; a bad
+    one is reported by its image's name. A member refused is reported once:
+    its pair is let go without a word.
+    """
+    name = member.name.removesuffix(".json")
+    is_metadata = member.name.endswith(".json")
+    limit = METADATA_MAX_BYTES if is_metadata else image_max
+    if member.size > limit:
+        refuse(member.name, f"{member.size:,} bytes; the limit is {limit:,}")
+        return (waiting.metadata if is_metadata else waiting.image)(name, REFUSED)
+    content = archive.extractfile(member)
+    assert content is not None  # a regular file always has content
+    if not is_metadata:
+        return waiting.image(name, _spooled(content))
+    try:
+        record = _metadata_record(content.read())
+    except ValueError as exc:
+        refuse(name, f"bad metadata: {exc}")
+        record = REFUSED
+    return waiting.metadata(name, record)
+
+
+# What a compressed archive starts with, and the reader that unpacks it.
+_UNPACKERS: tuple[tuple[bytes, Callable[[IO[bytes]], IO[bytes]]], ...] = (
+    (b"\x1f\x8b", lambda raw: gzip.GzipFile(fileobj=raw, mode="rb")),
+    (b"BZh", bz2.BZ2File),
+    (b"\xfd7zXZ\x00", lzma.LZMAFile),
+)
+
+
+def _unpacking(raw: io.RawIOBase) -> tuple[IO[bytes], bool]:
+    """``raw`` unpacked as it is read, and whether it is compressed (gzip, bzip2 or xz).
+
+    Not tarfile's own "r|*": it hands each block it reads (10 KiB) to the
+    decompressor whole, and bzip2 packs 1 GiB of zeros into 853 bytes, so
+    one block unpacked to 1 GiB at once (importimages peaked at 1.8 GiB).
+    These readers unpack at most what is asked of them at a time.
+    """
+    buffered = io.BufferedReader(raw)
+    start = buffered.peek(6)
+    for magic, unpacker in _UNPACKERS:
+        if start.startswith(magic):
+            return unpacker(buffered), True
+    return buffered, False
 
 
 class _Tail(io.RawIOBase):
@@ -305,34 +338,6 @@ def _unpacks_too_much(member: tarfile.TarInfo, read: int) -> bool:
     return unpacked > _UNPACKED_ALLOWANCE and unpacked > _UNPACKED_MAX_RATIO * max(read, 1)
 
 
-def _size(spool: IO[bytes]) -> int:
-    position = spool.tell()
-    size = spool.seek(0, io.SEEK_END)
-    spool.seek(position)
-    return size
-
-
-def _unpaired(
-    images: dict[str, IO[bytes]],
-    metadata: dict[str, dict[str, Any]],
-    refuse: Callable[[str, str], None],
-) -> None:
-    """Let go of the oldest members waiting for their pair, past the caps (count and bytes)."""
-    waiting = sum(_size(spool) for spool in images.values())
-    while images and (
-        len(images) + len(metadata) > _WAITING_MAX_MEMBERS or waiting > _WAITING_MAX_BYTES
-    ):
-        name = next(iter(images))
-        spool = images.pop(name)
-        waiting -= _size(spool)
-        spool.close()
-        refuse(name, "no metadata member next to it")
-    while len(metadata) > _WAITING_MAX_MEMBERS:
-        name = next(iter(metadata))
-        del metadata[name]
-        refuse(f"{name}.json", "no image member next to it")
-
-
 def _spooled(content: IO[bytes]) -> IO[bytes]:
     # Closed by the caller.
     spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY)  # noqa: SIM115
@@ -342,46 +347,18 @@ def _spooled(content: IO[bytes]) -> IO[bytes]:
     return spool
 
 
-def _import_one(name: str, data: IO[bytes], metadata: dict[str, Any], report: ImportReport) -> str:
+def _import_one(name: str, data: IO[bytes], record: Record, report: ImportReport) -> str:
     with data:
         try:
-            if not isinstance(metadata, dict):
-                raise ValueError("its metadata is not a JSON object")
-            key = validated(ImageKeySerializer, metadata)
             result = services.image_import(
-                **key,
+                device_id=record.device_id,
+                timestamp=record.timestamp,
                 data=data,
-                expected_sha256=_checked_sha256(metadata.get("sha256")),
-                original_size=_checked_size(metadata.get("originalSize")),
+                expected_sha256=record.sha256,
+                original_size=record.original_size,
             )
-        except ValidationError as exc:
-            report.problems.append((name, f"bad metadata: {exc.detail}"))
-            return "bad metadata"
-        except ValueError as exc:
-            report.problems.append((name, f"bad metadata: {exc}"))
-            return "bad metadata"
         except DomainError as exc:
             report.problems.append((name, exc.message))
             return type(exc).__name__
     (report.stored if result.created else report.already).append(name)
     return "stored" if result.created else "already there"
-
-
-def _checked_size(value: object) -> int | None:
-    """``originalSize`` as the contract says: an integer from 0 to 2^63 - 1 (API.md §15)."""
-    if value is None:
-        return None
-    if type(value) is not int or not 0 <= value <= _SIZE_MAX:
-        raise ValueError(
-            f"originalSize must be an integer from 0 to {_SIZE_MAX}, not {value!r:.40}"
-        )
-    return value
-
-
-def _checked_sha256(value: object) -> str | None:
-    """``sha256``: 64 hex digits, or absent."""
-    if value is None:
-        return None
-    if not isinstance(value, str) or len(value) != 64 or value.strip("0123456789abcdef"):
-        raise ValueError(f"sha256 must be 64 lowercase hex digits, not {value!r:.80}")
-    return value
