@@ -21,7 +21,8 @@ from urllib.parse import unquote, urlsplit
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from images.delivery.models import DELETED, OutboxEvent
+from images.delivery.models import DELETED
+from images.delivery.outbox import Event
 from images.delivery.webhooks import DELIVERED, Outcome
 
 log = logging.getLogger(__name__)
@@ -101,7 +102,7 @@ class Publisher:
         # The newest timestamp retained at each device's ``latest``.
         self._latest: dict[str, datetime] = {}
 
-    def send(self, events: list[OutboxEvent]) -> tuple[int, Outcome]:
+    def send(self, events: list[Event]) -> tuple[int, Outcome]:
         """Publish ``events`` in order; how many the broker acknowledged, and the outcome."""
         try:
             client = self._connected()
@@ -116,7 +117,7 @@ class Publisher:
             return 0, Outcome("retry", f"{type(exc).__name__}: {exc}"[:200])
         return len(events), DELIVERED
 
-    def _publish(self, client: paho.Client, event: OutboxEvent) -> list[paho.MQTTMessageInfo]:
+    def _publish(self, client: paho.Client, event: Event) -> list[paho.MQTTMessageInfo]:
         if event.kind == DELETED:
             topic = self.broker.topic(event.device_id, "deleted")
             return [_checked(client.publish(topic, event.payload, qos=1))]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 
 from django.conf import settings
@@ -84,6 +85,30 @@ def _commit_in_order() -> None:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_ORDER_LOCK])
 
 
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One outbox row, as receivers are sent it (read as plain values, not models)."""
+
+    seq: int
+    kind: str
+    device_id: str
+    timestamp: str
+    payload: str
+    created_at: datetime
+
+
+FIELDS = ("seq", "kind", "device_id", "timestamp", "payload", "created_at")
+
+
+def device_matches(device: str, device_id: str) -> bool:
+    """Whether ``device_id`` is one of ``device``'s (as :func:`device_filter` in SQL)."""
+    if not device:
+        return True
+    if device.endswith("*"):
+        return device_id.startswith(device[:-1])
+    return device_id == device
+
+
 def device_filter(device: str) -> Q:
     """The events of ``device``: an id, a prefix ending in ``*``, or "" for all."""
     if not device:
@@ -93,22 +118,21 @@ def device_filter(device: str) -> Q:
     return Q(device_id=device)
 
 
-def pending(receiver: Receiver, limit: int) -> Sequence[OutboxEvent]:
-    """The next events for ``receiver``, oldest first."""
-    return list(
-        OutboxEvent.objects.filter(
-            device_filter(receiver.device), seq__gt=receiver.cursor
-        ).order_by("seq")[:limit]
+def pending(device: str, cursor: int, limit: int) -> list[Event]:
+    """The next events for a receiver of ``device`` at ``cursor``, oldest first."""
+    rows = (
+        OutboxEvent.objects.filter(device_filter(device), seq__gt=cursor)
+        .order_by("seq")
+        .values_list(*FIELDS)[:limit]
     )
+    return [Event(*row) for row in rows]
 
 
-def expire(receiver: Receiver, cutoff: datetime) -> tuple[int, int]:
-    """Give up ``receiver``'s events created before ``cutoff``: its new cursor, and how many."""
-    old = OutboxEvent.objects.filter(
-        device_filter(receiver.device), seq__gt=receiver.cursor, created_at__lt=cutoff
-    )
+def expire(device: str, cursor: int, cutoff: datetime) -> tuple[int, int]:
+    """Give up a receiver's events created before ``cutoff``: its new cursor, and how many."""
+    old = OutboxEvent.objects.filter(device_filter(device), seq__gt=cursor, created_at__lt=cutoff)
     figures = old.aggregate(last=Max("seq"), count=Count("seq"))
-    return figures["last"] or receiver.cursor, figures["count"]
+    return figures["last"] or cursor, figures["count"]
 
 
 def head() -> int:

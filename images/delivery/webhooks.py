@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import http.client
 import secrets
+import ssl
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-import urllib3
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from images.delivery import outbox
-from images.delivery.models import WEBHOOK, OutboxEvent, Receiver
+from images.delivery.models import WEBHOOK, Receiver
+from images.delivery.outbox import Event
 from images.lifecycle.policies import pattern_check
 
 USER_AGENT = "images-webhook/1"
@@ -98,44 +100,75 @@ class Outcome:
 DELIVERED = Outcome("delivered")
 
 
-def post(pool: urllib3.PoolManager, receiver: Receiver, event: OutboxEvent) -> Outcome:
-    """One attempt to deliver ``event`` to ``receiver`` (connections kept alive in ``pool``)."""
-    body = event.payload.encode()
-    headers = {
-        "Content-Type": "application/json",
-        "User-Agent": USER_AGENT,
-        "Images-Event": event.kind,
-        "Images-Delivery": f"{receiver.pk}-{event.seq}",
-        "Images-Signature": signature(receiver.secret, body),
-    }
-    timeout = settings.IMAGES_WEBHOOK_TIMEOUT
-    try:
-        response = pool.request(
-            "POST",
-            receiver.url,
-            body=body,
-            headers=headers,
-            timeout=urllib3.Timeout(connect=min(timeout, 5), read=timeout),
-            retries=False,
-            redirect=False,
-            preload_content=False,
-        )
-    except urllib3.exceptions.HTTPError as exc:
-        return Outcome("retry", _short(f"{type(exc).__name__}: {exc}"))
-    try:
-        # Read (at most a little of) the answer so the connection can be kept.
-        response.read(64 * 1024, decode_content=False)
-    except urllib3.exceptions.HTTPError:
-        pass
-    finally:
-        response.release_conn()
-    status = response.status
-    if 200 <= status < 300:
-        return DELIVERED
-    reason = f"HTTP {status}"
-    if status >= 500 or status in _RETRIED_STATUSES:
-        return Outcome("retry", reason, _retry_after(response.headers.get("Retry-After")))
-    return Outcome("refused", reason)
+class Poster:
+    """One receiver's kept-alive connection, and one signed ``POST`` per event.
+
+    The standard library's ``http.client``, not urllib3's pool: one
+    connection to one host is all a receiver needs, and measured
+    (bench/deliveries.py) a POST cost 250 µs of CPU through
+    ``PoolManager.request`` against about 30 µs here, for every event to
+    every receiver.
+    """
+
+    def __init__(self, receiver: Receiver) -> None:
+        self.receiver = receiver
+        parts = urlsplit(receiver.url)
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname or ""
+        self._port = parts.port
+        self._target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        self._headers = {
+            "Host": parts.netloc,
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+        }
+        self._connection: http.client.HTTPConnection | None = None
+
+    def post(self, event: Event) -> Outcome:
+        """One attempt to deliver ``event``."""
+        body = event.payload.encode()
+        headers = {
+            **self._headers,
+            "Images-Event": event.kind,
+            "Images-Delivery": f"{self.receiver.pk}-{event.seq}",
+            "Images-Signature": signature(self.receiver.secret, body),
+        }
+        try:
+            connection = self._connected()
+            connection.request("POST", self._target, body=body, headers=headers)
+            response = connection.getresponse()
+            # Read (a little of) the answer so the connection can be kept.
+            response.read(64 * 1024)
+            if response.will_close or not response.isclosed():
+                self.close()
+        except (OSError, http.client.HTTPException) as exc:
+            self.close()
+            return Outcome("retry", _short(f"{type(exc).__name__}: {exc}"))
+        status = response.status
+        if 200 <= status < 300:
+            return DELIVERED
+        reason = f"HTTP {status}"
+        if status >= 500 or status in _RETRIED_STATUSES:
+            return Outcome("retry", reason, _retry_after(response.getheader("Retry-After")))
+        return Outcome("refused", reason)
+
+    def _connected(self) -> http.client.HTTPConnection:
+        if self._connection is None:
+            timeout = settings.IMAGES_WEBHOOK_TIMEOUT
+            if self._https:
+                self._connection = http.client.HTTPSConnection(
+                    self._host, self._port, timeout=timeout, context=ssl.create_default_context()
+                )
+            else:
+                self._connection = http.client.HTTPConnection(
+                    self._host, self._port, timeout=timeout
+                )
+        return self._connection
+
+    def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.close()
 
 
 def _retry_after(value: str | None) -> float:

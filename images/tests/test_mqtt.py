@@ -161,9 +161,13 @@ def test_what_is_stored_while_the_broker_is_down_is_published_when_it_returns(se
     assert ids[0] == first["id"]
     assert ids[1:3] == during
     subscriber.close()
-    metrics = urllib.request.urlopen(f"{server.url}/metrics", timeout=30).read().decode()
-    assert 'images_deliveries_total{kind="mqtt",result="delivered"}' in metrics
-    assert 'images_delivery_backlog{kind="mqtt"} 0.0' in metrics
+
+    def metrics() -> str:
+        return urllib.request.urlopen(f"{server.url}/metrics", timeout=30).read().decode()
+
+    assert 'images_deliveries_total{kind="mqtt",result="delivered"}' in metrics()
+    # The publisher's position is written within a second of its acknowledgement.
+    wait_until(lambda: 'images_delivery_backlog{kind="mqtt"} 0.0' in metrics())
 
 
 def test_broker_urls_are_parsed_strictly():

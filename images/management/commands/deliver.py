@@ -7,12 +7,13 @@ likes: receivers are shared out by lease, each served by one at a time.
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from types import FrameType
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from images.delivery.mqtt import BrokerRefused
 from images.delivery.worker import Deliverer
@@ -21,7 +22,13 @@ from images.delivery.worker import Deliverer
 class Command(BaseCommand):
     help = "Deliver events to the webhooks (manage.py webhook) and to IMAGES_MQTT, until stopped."
 
+    def add_arguments(self, parser: CommandParser) -> None:
+        # Below the HTTP workers, as the optimizer: deliveries can wait some
+        # milliseconds, uploads should not (bench/deliveries.py).
+        parser.add_argument("--nice", type=int, default=10, help="CPU priority increment")
+
     def handle(self, *args: Any, **options: Any) -> None:
+        os.nice(options["nice"])
         try:
             deliverer = Deliverer()
         except BrokerRefused as exc:
