@@ -202,6 +202,11 @@ IMAGES_OPTIMIZE_LEASE = env_int("IMAGES_OPTIMIZE_LEASE", 300)
 IMAGES_COMPACT_JPEG = env_bool("IMAGES_COMPACT_JPEG", env_bool("IMAGES_ARCHIVE_JPEG", True))
 IMAGES_OPTIMIZE_ATTEMPTS = env_int("IMAGES_OPTIMIZE_ATTEMPTS", 3)
 IMAGES_OPTIMIZE_LAG_BOUND = env_int("IMAGES_OPTIMIZE_LAG_BOUND", 60)
+# Decoded size (width x height x bytes per pixel x frames) past which the
+# background optimizer keeps an image as received instead of trying (API.md
+# §15): about 93 ms of CPU per MB, so at most about 4.5 s here; a 12 MP
+# camera's RGB pixels are 36 MB. 0: no bound.
+IMAGES_OPTIMIZE_MAX_PIXEL_BYTES = env_size("IMAGES_OPTIMIZE_MAX_PIXEL_BYTES", 48_000_000)
 
 # Retention (API.md §11, §16), off (0) by default: delete images received
 # more than this many days ago; keep only each device's newest N by

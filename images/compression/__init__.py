@@ -35,7 +35,7 @@ from images.compression import mozjpeg, png
 from images.compression.jpeg import jpeg_length
 from images.compression.jxl import Compacted, compactable, jpeg_compact
 from images.compression.pngcheck import png_data_complete
-from images.compression.probing import ImageInfo, Limits, probe
+from images.compression.probing import ImageInfo, Limits, decoded_bytes, probe
 from images.compression.verify import check_decodes, fingerprint, pixels_equal
 from images.errors import DomainError
 
@@ -97,6 +97,9 @@ class StoredForm:
     # The served bytes are final, and a denser form may be held in their
     # place in the background (:func:`compact`): a JPEG that libjxl takes.
     compact_later: bool
+    # Why nothing smaller was tried ("": it was): an image over the decoded
+    # size its caller bounds the work by, kept as received.
+    kept: str = ""
 
 
 def stored_form(
@@ -106,6 +109,7 @@ def stored_form(
     effort: str = FULL,
     compact: bool = False,
     checked: bool = False,
+    max_decoded: int = 0,
 ) -> StoredForm:
     """The one policy of what to serve and hold for ``data``; ingest and the optimizer ask it.
 
@@ -121,6 +125,13 @@ def stored_form(
     pass), twice when a candidate encoding is verified; ``checked`` says an
     earlier pass decoded it already, so a compactable JPEG is not decoded
     again.
+
+    ``max_decoded`` (bytes; 0: no bound) bounds what QUICK and FULL try:
+    an image whose pixels decode to more (:func:`.probing.decoded_bytes`)
+    is only checked, as by CHECK (not at all when ``checked``), and kept as
+    received, ``kept`` saying why. A pass costs about 93 ms of CPU per MB
+    decoded (FULL: a 100 MP RGBA 16-bit PNG, 800 MB, took 25 s and 2.3 GiB),
+    so the bound, checked from the header, caps both before any decoding.
     """
     info = probe(data, limits)
     if compact and info.format == "JPEG":
@@ -129,7 +140,25 @@ def stored_form(
             if not checked:
                 check_decodes(whole, limits)  # every frame decodes: the upload's check
             return StoredForm(_as_received(data, info), compact_later=True)
+    kept = _over_bound(data, info, effort, max_decoded)
+    if kept:
+        served = _as_received(data, info) if checked else _compressed(data, info, limits, CHECK)
+        return StoredForm(served, compact_later=False, kept=kept)
     return StoredForm(_compressed(data, info, limits, effort), compact_later=False)
+
+
+def _over_bound(data: sources.Source, info: ImageInfo, effort: str, max_decoded: int) -> str:
+    """Why ``data`` is over ``max_decoded`` bytes decoded, for an effort that tries; else ""."""
+    if effort == CHECK or not max_decoded:
+        return ""
+    decoded = decoded_bytes(data, info)
+    if decoded <= max_decoded:
+        return ""
+    return (
+        f"kept as received: {info.width}x{info.height} pixels, {info.frames} frame(s),"
+        f" {decoded:,} bytes decoded; the bound is {max_decoded:,}"
+        " (IMAGES_OPTIMIZE_MAX_PIXEL_BYTES)"
+    )
 
 
 def compress(

@@ -114,6 +114,32 @@ def probe(data: sources.Source, limits: Limits = Limits()) -> ImageInfo:
         return ImageInfo(image_format, CONTENT_TYPES[image_format], width, height, frames)
 
 
+# Samples per pixel by PNG colour type (ISO/IEC 15948 §11.2.2): grey, RGB,
+# palette index, grey + alpha, RGBA.
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+
+
+def decoded_bytes(data: sources.Source, info: ImageInfo) -> int:
+    """The bytes of ``data``'s pixels once decoded, every frame: width x height x bytes per pixel.
+
+    From the header alone: a PNG's bit depth and colour type (a 16-bit RGBA
+    pixel is 8 bytes, as oxipng holds its rows), a JPEG's components and
+    sample precision; 4 (RGBA) for the other formats. Less than a byte per
+    pixel counts as one, as Pillow decodes it. What an optimizer's pass
+    costs grows with this figure (:func:`images.compression.stored_form`).
+    """
+    per_pixel = 4
+    if info.format == "PNG":
+        head = sources.head(data, 26)
+        if head[12:16] == b"IHDR" and len(head) == 26:
+            per_pixel = max(1, head[24] * _PNG_CHANNELS.get(head[25], 4) // 8)
+    elif info.format == "JPEG":
+        header = mpo.frame(sources.read_all(data))
+        if header is not None:
+            per_pixel = header.components * -(-header.precision // 8)
+    return info.width * info.height * per_pixel * info.frames
+
+
 @contextmanager
 def opened(data: sources.Source, limits: Limits) -> Iterator[ImageFile.ImageFile]:
     """Open ``data`` with Pillow (headers only) and map every failure in the block to our errors.

@@ -33,7 +33,9 @@ def image_optimize(claim: Claim, *, effort: str = compression.FULL) -> str:
 
     "optimized": its bytes were replaced by a smaller lossless encoding;
     "kept": nothing smaller was found (or the image has used up its
-    attempts, or is damaged), so the bytes stay as stored; a JPEG that may
+    attempts, or is damaged, or decodes to more than
+    ``IMAGES_OPTIMIZE_MAX_PIXEL_BYTES``, which is not tried: the reason is
+    kept for ``optimize --status``), so the bytes stay as stored; a JPEG that may
     be held compacted moves on to the compact backlog, its bytes final as
     they are. The row is updated only if it still holds the bytes we read
     (it may have been deleted meanwhile).
@@ -51,11 +53,15 @@ def image_optimize(claim: Claim, *, effort: str = compression.FULL) -> str:
             effort=effort,
             compact=settings.IMAGES_COMPACT_JPEG and not image.at_rest_form,
             checked=True,  # at ingest
+            max_decoded=settings.IMAGES_OPTIMIZE_MAX_PIXEL_BYTES,
         )
     except DomainError:
         form = None  # limits lowered since ingest: keep what is stored
     if form is not None and form.compact_later:
         OPTIMIZE.finish(image, **COMPACT.undone, attempts=0)  # its attempts start anew
+        return "kept"
+    if form is not None and form.kept:
+        OPTIMIZE.finish(image, failure=form.kept)  # for optimize --status (and --retry)
         return "kept"
     stored = None if form is None else form.served
     if stored is None or sources.size(stored.data) >= len(data):

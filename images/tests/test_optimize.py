@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 
 import pytest
@@ -129,3 +130,47 @@ def test_a_damaged_png_is_refused_before_anything_is_stored(client, damage):
     assert response.status_code == 400, response.content
     assert list(response.json()["errors"]) == ["imageData"]
     assert not Image.objects.exists()
+
+
+# --- The bound on a background step (API.md §15) ------------------------------
+
+SMALL_PNG = png_bytes(size=(300, 200), seed=6)  # RGB: 180,000 bytes decoded
+SMALL_JPEG = jpeg_bytes()  # 160 x 120, three components: 57,600 bytes decoded
+
+
+@pytest.mark.parametrize(
+    ("sent", "content_type", "decoded"),
+    [(SMALL_PNG, "image/png", 180_000), (SMALL_JPEG, "image/jpeg", 57_600)],
+)
+def test_an_image_over_the_decoded_bound_is_kept_as_received_and_says_why(
+    client, settings, capsys, sent, content_type, decoded
+):
+    """As a 100 MP PNG under the default bound: checked at upload, never tried, served as sent."""
+    settings.IMAGES_OPTIMIZE_MAX_PIXEL_BYTES = decoded - 1
+    meta = upload(client, sent, content_type).json()
+    first = client.get(meta["href"])
+
+    call_command("optimize", nice=0)
+
+    image = Image.objects.get(id=meta["id"])
+    assert image.optimized  # final: it will not be tried again
+    assert image.sha256 == hashlib.sha256(sent).hexdigest()
+    served = client.get(meta["href"])
+    assert served.content == sent
+    assert served["ETag"] == first["ETag"]
+    assert "immutable" in served["Cache-Control"]
+    capsys.readouterr()
+    call_command("optimize", status=True)
+    status = capsys.readouterr().out
+    assert f"{image.id}  opt  optimize: kept as received:" in status
+    assert f"{decoded:,} bytes decoded; the bound is {decoded - 1:,}" in status
+    assert "(IMAGES_OPTIMIZE_MAX_PIXEL_BYTES)" in status
+
+    # Raised, the bound lets it through once it is queued again.
+    settings.IMAGES_OPTIMIZE_MAX_PIXEL_BYTES = decoded
+    call_command("optimize", retry=[str(image.id)])
+    call_command("optimize", nice=0)
+    image.refresh_from_db()
+    assert (image.optimized, image.failure) == (True, "")
+    assert image.stored_size < len(sent)
+    assert pixels_equal(client.get(meta["href"]).content, sent)
