@@ -62,6 +62,8 @@ def image_ingest(*, device_id: str, timestamp: datetime, data: sources.Source) -
         limits,
         effort=compression.CHECK if deferred else compression.FULL,
         compact=settings.IMAGES_COMPACT_JPEG,
+        # Inline, the full pass runs before the answer: bounded as in the background.
+        max_decoded=settings.IMAGES_OPTIMIZE_MAX_PIXEL_BYTES,
     )
     stored = form.served
     final = form.compact_later or not deferred or stored.content_type not in OPTIMIZABLE_TYPES

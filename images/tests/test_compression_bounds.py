@@ -63,3 +63,26 @@ def test_a_compactable_jpeg_goes_to_compaction_whatever_the_bound():
     data = encode(pattern("RGB", (64, 48)), "JPEG")
     form = stored_form(data, effort=FULL, compact=True, checked=True, max_decoded=1)
     assert (form.compact_later, form.kept) == (True, "")
+
+
+@pytest.mark.django_db
+def test_inline_the_full_pass_before_the_answer_is_bounded_too(client, settings):
+    import hashlib
+
+    settings.IMAGES_OPTIMIZE = "inline"
+    settings.IMAGES_OPTIMIZE_MAX_PIXEL_BYTES = 1_000
+    data = encode(pattern("RGB", (64, 64)), "PNG")  # 12,288 bytes decoded: over the bound
+    response = client.post(
+        "/collections/images?deviceId=bound&timestamp=2024-01-01T00:00:00Z",
+        data,
+        content_type="image/png",
+    )
+    assert response.status_code == 201
+    assert response.json()["sha256"] == hashlib.sha256(data).hexdigest()  # kept as received
+    settings.IMAGES_OPTIMIZE_MAX_PIXEL_BYTES = 48_000_000
+    again = client.post(
+        "/collections/images?deviceId=bound&timestamp=2024-01-01T00:00:01Z",
+        data,
+        content_type="image/png",
+    )
+    assert again.json()["sha256"] != hashlib.sha256(data).hexdigest()  # optimized
