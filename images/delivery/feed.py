@@ -15,16 +15,16 @@ committed (or rolled back).
 
 from __future__ import annotations
 
+import bisect
 import threading
-from collections import deque
 
 from images.delivery import outbox
 from images.delivery.models import OutboxEvent
 from images.delivery.outbox import FIELDS, Event
 
-# Events kept in memory (about 1 KB each): past this, the oldest go, and a
+# Events kept in memory (1 to 2 KB each): past this, the oldest go, and a
 # receiver still behind them reads the outbox itself.
-FEED_EVENTS = 20_000
+FEED_EVENTS = 5_000
 READ_BATCH = 2_000
 
 
@@ -33,7 +33,9 @@ class Feed:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._events: deque[Event] = deque()
+        # In seq order; ``_seqs`` beside them finds a cursor's place by bisection.
+        self._events: list[Event] = []
+        self._seqs: list[int] = []
         self.start: int | None = None  # None until the first read
         self.upto = 0
 
@@ -53,9 +55,10 @@ class Feed:
             return 0
         with self._lock:
             self._events.extend(Event(*row) for row in rows)
+            self._seqs.extend(row[0] for row in rows)
             self.upto = rows[-1][0]
-            while len(self._events) > FEED_EVENTS:
-                self.start = self._events.popleft().seq
+            if len(self._events) > FEED_EVENTS:
+                self._drop(len(self._events) - FEED_EVENTS)
         return len(rows)
 
     def after(self, cursor: int, device: str, limit: int) -> tuple[list[Event], int] | None:
@@ -69,20 +72,21 @@ class Feed:
             if self.start is None or cursor < self.start:
                 return None
             taken: list[Event] = []
-            for event in self._events:
-                if event.seq <= cursor or not _matches(device, event.device_id):
-                    continue
-                taken.append(event)
-                if len(taken) == limit:
-                    return taken, event.seq
+            for index in range(bisect.bisect_right(self._seqs, cursor), len(self._events)):
+                event = self._events[index]
+                if outbox.device_matches(device, event.device_id):
+                    taken.append(event)
+                    if len(taken) == limit:
+                        return taken, event.seq
             return taken, self.upto
 
     def forget_until(self, seq: int) -> None:
         """Drop the events every receiver here is past."""
         with self._lock:
-            while self._events and self._events[0].seq <= seq:
-                self.start = self._events.popleft().seq
+            self._drop(bisect.bisect_right(self._seqs, seq))
 
-
-def _matches(device: str, device_id: str) -> bool:
-    return outbox.device_matches(device, device_id)
+    def _drop(self, count: int) -> None:
+        if count > 0:
+            self.start = self._seqs[count - 1]
+            del self._events[:count]
+            del self._seqs[:count]

@@ -145,14 +145,19 @@ class ReceiverLoop:
             metrics.record_deliveries(kind, "delivered", done)
             return done, outcome
         outcome = DELIVERED
-        for done, event in enumerate(events):
-            outcome = self.poster.post(event)
-            if outcome.result == "retry":
-                return done, outcome
-            metrics.record_deliveries(kind, outcome.result)
-            if outcome.result == "refused":
-                log.warning("%s refused event %s: %s", self.receiver, event.seq, outcome.reason)
-        return len(events), outcome
+        counts = {"delivered": 0, "refused": 0}  # counted once per round, not per event
+        try:
+            for done, event in enumerate(events):
+                outcome = self.poster.post(event)
+                if outcome.result == "retry":
+                    return done, outcome
+                counts[outcome.result] += 1
+                if outcome.result == "refused":
+                    log.warning("%s refused event %s: %s", self.receiver, event.seq, outcome.reason)
+            return len(events), outcome
+        finally:
+            for result, count in counts.items():
+                metrics.record_deliveries(kind, result, count)
 
     def _failed(self, event: Event, outcome: Outcome) -> None:
         receiver = self.receiver
