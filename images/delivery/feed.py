@@ -28,11 +28,35 @@ FEED_EVENTS = 5_000
 READ_BATCH = 2_000
 
 
+class Wakeup:
+    """A generation count the deliverer raises when events may be waiting."""
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._generation = 0
+
+    def ring(self) -> None:
+        with self._condition:
+            self._generation += 1
+            self._condition.notify_all()
+
+    def wait(self, seen: int, timeout: float) -> int:
+        with self._condition:
+            self._condition.wait_for(lambda: self._generation != seen, timeout)
+            return self._generation
+
+    @property
+    def generation(self) -> int:
+        with self._condition:
+            return self._generation
+
+
 class Feed:
     """The events in ``(start, upto]``, in order, shared by a deliverer's receiver threads."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self.wakeup = Wakeup()
         # In seq order; ``_seqs`` beside them finds a cursor's place by bisection.
         self._events: list[Event] = []
         self._seqs: list[int] = []

@@ -16,7 +16,6 @@ import threading
 import time
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections
@@ -24,14 +23,12 @@ from django.db.models import Q
 from django.utils import timezone
 
 from images.delivery import outbox
+from images.delivery.feed import Feed
 from images.delivery.models import MQTT, Receiver
-from images.delivery.mqtt import Publisher
+from images.delivery.mqtt import Broker, Publisher
 from images.delivery.outbox import Event
 from images.delivery.webhooks import DELIVERED, Outcome, Poster
 from ops import metrics
-
-if TYPE_CHECKING:
-    from images.delivery.worker import Deliverer
 
 log = logging.getLogger(__name__)
 
@@ -46,22 +43,27 @@ BACKOFF_MAX_SECONDS = 600.0
 class ReceiverLoop:
     """One receiver's deliveries, for as long as its deliverer holds the lease."""
 
-    def __init__(self, receiver: Receiver, deliverer: Deliverer, stopping: threading.Event):
+    def __init__(
+        self,
+        receiver: Receiver,
+        *,
+        holder: str,
+        feed: Feed,
+        broker: Broker | None,
+        stopping: threading.Event,
+    ) -> None:
         self.receiver = receiver
-        self.deliverer = deliverer
+        self.holder = holder
+        self.feed = feed
         self.stopping = stopping
         self.lost = False
         self.cursor = receiver.cursor  # in memory; the row's may lag by a second
         self._saved_at = time.monotonic()
-        self.publisher = (
-            Publisher(deliverer.broker)
-            if receiver.kind == MQTT and deliverer.broker is not None
-            else None
-        )
+        self.publisher = Publisher(broker) if receiver.kind == MQTT and broker is not None else None
         self.poster = Poster(receiver)
 
     def run(self) -> None:
-        seen = self.deliverer.wakeup.generation
+        seen = self.feed.wakeup.generation
         leased_at = time.monotonic()
         try:
             while not self.stopping.is_set() and not self.lost:
@@ -85,7 +87,7 @@ class ReceiverLoop:
                     self.stopping.wait(random.uniform(0.05, 0.5))
                     continue
                 if not busy:
-                    seen = self.deliverer.wakeup.wait(seen, POLL_SECONDS)
+                    seen = self.feed.wakeup.wait(seen, POLL_SECONDS)
         finally:
             self._let_go()
 
@@ -96,14 +98,14 @@ class ReceiverLoop:
         with contextlib.suppress(DatabaseError):  # else the lease runs out by itself
             if not self.lost:
                 self._save(cursor=self.cursor)
-            Receiver.objects.filter(pk=self.receiver.pk, lease_holder=self.deliverer.holder).update(
+            Receiver.objects.filter(pk=self.receiver.pk, lease_holder=self.holder).update(
                 lease_until=None, lease_holder=""
             )
 
     def _renewed(self) -> bool:
         try:
             self._save(cursor=self.cursor)
-            return not self.lost and take_lease(self.receiver, self.deliverer.holder)
+            return not self.lost and take_lease(self.receiver, self.holder)
         except DatabaseError:
             close_old_connections()
             return True  # try again at the next turn; the lease has time left
@@ -114,7 +116,7 @@ class ReceiverLoop:
 
     def _round(self) -> bool:
         """Send what is waiting; False when nothing was."""
-        shared = self.deliverer.feed.after(self.cursor, self.receiver.device, BATCH)
+        shared = self.feed.after(self.cursor, self.receiver.device, BATCH)
         if shared is None:  # behind the feed: read the outbox itself
             head = outbox.head()
             events: Sequence[Event] = outbox.pending(self.receiver.device, self.cursor, BATCH)
@@ -186,9 +188,9 @@ class ReceiverLoop:
         changed = {key: value for key, value in fields.items() if getattr(receiver, key) != value}
         if not changed:
             return
-        updated = Receiver.objects.filter(
-            pk=receiver.pk, lease_holder=self.deliverer.holder
-        ).update(**changed)
+        updated = Receiver.objects.filter(pk=receiver.pk, lease_holder=self.holder).update(
+            **changed
+        )
         if not updated:
             self.lost = True  # removed, or taken over: this loop ends at its next turn
             return

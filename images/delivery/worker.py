@@ -46,33 +46,9 @@ TRIM_SECONDS = 60.0
 PACE_SECONDS = 0.1
 
 
-class Wakeup:
-    """A generation count the deliverer raises when events may be waiting."""
-
-    def __init__(self) -> None:
-        self._condition = threading.Condition()
-        self._generation = 0
-
-    def ring(self) -> None:
-        with self._condition:
-            self._generation += 1
-            self._condition.notify_all()
-
-    def wait(self, seen: int, timeout: float) -> int:
-        with self._condition:
-            self._condition.wait_for(lambda: self._generation != seen, timeout)
-            return self._generation
-
-    @property
-    def generation(self) -> int:
-        with self._condition:
-            return self._generation
-
-
 class Deliverer:
     def __init__(self) -> None:
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"[:100]
-        self.wakeup = Wakeup()
         self.feed = Feed()
         self.broker = Broker.parse(settings.IMAGES_MQTT) if settings.IMAGES_MQTT else None
         self._threads: dict[int, threading.Thread] = {}
@@ -97,7 +73,7 @@ class Deliverer:
                         outbox.trim()
                         trimmed_at = now
                     if self._threads and self.feed.refresh():
-                        self.wakeup.ring()
+                        self.feed.wakeup.ring()
                     self._forget_delivered()
                     read_at = time.monotonic()
                 except DatabaseError:
@@ -110,7 +86,7 @@ class Deliverer:
         finally:
             if subscription is not None:
                 live.hub().unsubscribe(subscription)
-            self.wakeup.ring()
+            self.feed.wakeup.ring()
             for thread in list(self._threads.values()):
                 thread.join()
 
@@ -152,7 +128,9 @@ class Deliverer:
                 thread.start()
 
     def _serve(self, receiver: Receiver, stopping: threading.Event) -> None:
-        loop = self._loops[receiver.pk] = ReceiverLoop(receiver, self, stopping)
+        loop = self._loops[receiver.pk] = ReceiverLoop(
+            receiver, holder=self.holder, feed=self.feed, broker=self.broker, stopping=stopping
+        )
         try:
             loop.run()
         except Exception:  # noqa: BLE001 - a receiver's failure must not end the others
