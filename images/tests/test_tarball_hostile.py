@@ -101,14 +101,14 @@ def test_a_member_over_its_limit_is_refused_from_its_header(tmp_path, capsys, se
             ("big.png", bytes(20_000)),
             ("big.png.json", metadata(6)),
             ("meta.png", png_bytes(seed=6)),
-            ("meta.png.json", b" " * ((64 << 10) + 1)),
+            ("meta.png.json", b" " * ((1 << 20) + 1)),
             *pair(7),
         ],
     )
     out, err, failed = import_(path, capsys)
     assert failed
     assert "big.png: 20,000 bytes; the limit is 10,000" in err
-    assert "meta.png.json: 65,537 bytes; the limit is 65,536" in err
+    assert "meta.png.json: 1,048,577 bytes; the limit is 1,048,576" in err
     assert "imported 1" in out
     # Each refused member is reported once: its pair is let go unsaid.
     assert err.count("big.png") == 1
