@@ -57,7 +57,9 @@ class Stream:
     """A text/event-stream read by httpx in a thread: its events, then ``None`` at its end.
 
     Its comment lines (the preamble's, keep-alives) are queued apart. A
-    redirect is not followed: its status is the stream's.
+    redirect is not followed: its status is the stream's. A 200 stream has
+    started once its first bytes came: the preamble, which the service sends
+    once it hears the event channel (the headers may come before).
     """
 
     url: str
@@ -80,7 +82,8 @@ class Stream:
                 client.stream("GET", self.url, headers=self.headers) as response,
             ):
                 self.status, self.response_headers = response.status_code, response.headers
-                self.opened.set()
+                if self.status != 200:
+                    self.opened.set()
                 fields: dict[str, str] = {}
                 for line in response.iter_lines():
                     if line == "":
@@ -90,6 +93,7 @@ class Stream:
                         fields = {}
                     elif line.startswith(":"):
                         self.comments.put(line)
+                        self.opened.set()
                     elif line:
                         name, _, value = line.partition(":")
                         fields[name] = value.removeprefix(" ")

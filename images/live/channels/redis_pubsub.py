@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from images.live.channels.base import (
@@ -36,10 +37,13 @@ class RedisChannel:
             client = redis.Redis.from_url(
                 self._url, socket_connect_timeout=5, health_check_interval=HEARTBEAT_SECONDS
             )
-            pubsub = client.pubsub(ignore_subscribe_messages=True)
+            pubsub = client.pubsub()
             try:
                 pubsub.subscribe(CHANNEL_NAME)
-                pubsub.ping()
+                # Heard only once Redis confirms the subscription: SUBSCRIBE is
+                # sent, not done, when subscribe() returns, and a PUBLISH from
+                # another connection may be handled before it.
+                _confirmed(pubsub)
                 listener.listening()
                 if not first:
                     listener.gap()
@@ -58,6 +62,16 @@ class RedisChannel:
                 client.close()
 
         retrying(connect_and_listen, listener, "Redis")
+
+
+def _confirmed(pubsub: Any) -> None:
+    """Wait for Redis to confirm the subscription (or fail, and be retried)."""
+    deadline = time.monotonic() + HEARTBEAT_SECONDS
+    while time.monotonic() < deadline:
+        message = pubsub.get_message(timeout=IDLE_CHECK_SECONDS)
+        if message is not None and message["type"] == "subscribe":
+            return
+    raise TimeoutError("Redis did not confirm the subscription")
 
 
 def _waiting(pubsub: Any) -> list:
