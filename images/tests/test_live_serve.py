@@ -331,13 +331,20 @@ def test_postgres_losing_the_listen_connection_ends_streams_and_replay_fills_the
 
 
 def test_idle_connections_keep_no_reader_out_and_are_closed(tmp_path):
-    """API.md §15: 300 connections that send nothing keep no reader out; a stalled request ends."""
+    """API.md §15: 300 connections that send nothing keep no reader out; all are closed.
+
+    A connection that sends nothing at all, or begins a request and never
+    finishes it, is closed within 10 s, on the stream listener and on the
+    API's port.
+    """
     instance = serve(tmp_path, fresh_database_url(tmp_path), "serve")
     idle: list[socket.socket] = []
     try:
         for _ in range(300):
             connection = socket.create_connection(("127.0.0.1", instance.events_port), timeout=5)
             idle.append(connection)
+        silent_api = socket.create_connection(("127.0.0.1", instance.port), timeout=5)
+        idle.append(silent_api)
         stream = Stream(f"http://127.0.0.1:{instance.events_port}/events").start()
         assert stream.status == 200
         stored = upload(instance, "cam", 1)
@@ -346,6 +353,9 @@ def test_idle_connections_keep_no_reader_out_and_are_closed(tmp_path):
         idle[0].sendall(b"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         idle[0].settimeout(30)
         assert idle[0].recv(1024) == b""
+        for silent in (idle[1], silent_api):  # never sent a byte
+            silent.settimeout(30)
+            assert silent.recv(1024) == b""
     finally:
         for connection in idle:
             connection.close()

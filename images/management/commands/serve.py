@@ -157,6 +157,12 @@ class Command(BaseCommand):
             str(options["graceful_timeout"]),
             "--respawn-failed-workers",
             "--no-ws",
+            # HTTP/1.1 only: with "auto" granian first guesses the protocol,
+            # with no timer, so a connection that sends nothing is held for
+            # ever; with "1" hyper's header timer starts at accept (API.md
+            # §15). HTTP/2 belongs to the TLS proxy in front (docs/deploy.md).
+            "--http",
+            "1",
             "--http1-header-read-timeout",
             "10000",
             # The gallery's stylesheet, served by granian itself (no Python).
@@ -200,7 +206,10 @@ class Command(BaseCommand):
             "--backpressure",
             "20000",
             # A connection that sends no complete request within 10 s is
-            # closed (API.md §15): idle ones cannot hold the listener.
+            # closed (API.md §15): idle ones cannot hold the listener (with
+            # HTTP/1.1 only, as on the API's port, the timer starts at accept).
+            "--http",
+            "1",
             "--http1-header-read-timeout",
             "10000",
             "config.events:application",
