@@ -18,7 +18,12 @@ is read every second. Then both backlogs are left to drain. Printed per run:
 - how long the compact backlog took to drain afterwards;
 - Σ ``atRestSize`` / Σ ``originalSize`` once drained;
 - whether optimizing kept its lag bounded (at the end of the run, no image
-  had waited longer than the lag bound to be optimized).
+  had waited longer than the lag bound to be optimized);
+- e2e/s: accepted images over the run plus the time until every served byte
+  was final (the optimize backlog empty): the end-to-end rate counted to the
+  last final image;
+- how many images the optimizer took at each effort: full, quick, and none
+  (kept as received past the lag bound).
 
 Nothing here asserts.
 """
@@ -67,6 +72,9 @@ class Run:
     backlog_at_end: float = 0.0
     compact_at_end: float = 0.0
     drain_seconds: float = 0.0
+    # Until the optimize backlog was empty: every served byte final.
+    final_drain_seconds: float = 0.0
+    efforts: dict[str, float] = field(default_factory=dict)
     ratios: dict[str, float] = field(default_factory=dict)
 
     lag_at_end: float = 0.0
@@ -93,6 +101,9 @@ def metrics(base: str, database_url: str) -> dict[str, float]:
         name, _, value = line.partition(" ")
         if name in names:
             found[names[name]] = float(value)
+        elif name.startswith("images_optimized_total{"):
+            effort = name.partition('effort="')[2].partition('"')[0]
+            found[f"effort {effort}"] = found.get(f"effort {effort}", 0.0) + float(value)
     return found
 
 
@@ -164,12 +175,21 @@ def one_run(image: Path, rate: float, optimizers: int, seconds: float, s3_env: d
             run.compact_at_end = figures.get("compact", 0.0)
             run.lag_at_end = figures.get("lag", 0.0)
             drain_start = time.monotonic()
+            final_at = None
             while time.monotonic() - drain_start < 900:
                 figures = metrics(base, database_url)
+                if final_at is None and not figures.get("backlog"):
+                    final_at = time.monotonic()
                 if not figures.get("backlog") and not figures.get("compact"):
                     break
                 time.sleep(1.0)
             run.drain_seconds = time.monotonic() - drain_start
+            run.final_drain_seconds = (final_at or time.monotonic()) - drain_start
+            run.efforts = {
+                key.removeprefix("effort "): value
+                for key, value in figures.items()
+                if key.startswith("effort ")
+            }
             rows = query_database(
                 database_url,
                 "SELECT sum(at_rest_size), sum(original_size), count(*) FROM images_image",
@@ -217,7 +237,7 @@ def main() -> None:
     print(
         f"{'offered/s':>9} {'optimizers':>10} {'accepted/s':>10} {'final/s':>8} "
         f"{'opt lag s':>9} {'cmp lag s':>9} {'backlogs':>9} {'drain s':>7} {'ratio':>6} "
-        f"{'bounded':>7}"
+        f"{'bounded':>7} {'e2e/s':>6}  efforts (full/quick/none)"
     )
     best: Run | None = None
     try:
@@ -229,7 +249,9 @@ def main() -> None:
                     f"{rate:9.1f} {optimizers:10d} {run.accepted / args.seconds:10.1f} "
                     f"{run.optimized_during / args.seconds:8.1f} {run.max_lag:9.1f} "
                     f"{run.max_compact_lag:9.1f} {backlogs:>9} {run.drain_seconds:7.1f} "
-                    f"{run.ratios['all']:6.4f} {'yes' if run.bounded else 'no':>7}"
+                    f"{run.ratios['all']:6.4f} {'yes' if run.bounded else 'no':>7} "
+                    f"{run.accepted / (args.seconds + run.final_drain_seconds):6.1f}  "
+                    + "/".join(f"{run.efforts.get(e, 0):.0f}" for e in ("full", "quick", "none"))
                     + (f"  ({run.errors} errors)" if run.errors else ""),
                     flush=True,
                 )

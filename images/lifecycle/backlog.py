@@ -201,12 +201,17 @@ def failed_images() -> list[Image]:
 
 
 def images_retry(ids: list[uuid.UUID]) -> int:
-    """Queue these failed images again, each in the backlog it failed in; how many were."""
+    """Queue these failed images again, each in the backlog it failed in; how many were.
+
+    Each counts as tried once, so the optimizer tries it whatever its age
+    (:func:`.optimizer.effort_for` sheds only first attempts), with
+    ``IMAGES_OPTIMIZE_ATTEMPTS`` - 1 attempts left.
+    """
     retried = 0
     for image in Image.objects.defer("data").filter(id__in=ids).exclude(failure=""):
         backlog = OPTIMIZE if image.failure.startswith(f"{OPTIMIZE.name}:") else COMPACT
         retried += Image.objects.filter(id=image.id, failure=image.failure).update(
-            failure="", attempts=0, lease_until=None, **backlog.undone
+            failure="", attempts=1, lease_until=None, **backlog.undone
         )
     return retried
 

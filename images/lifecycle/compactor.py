@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import uuid
 
-from django.conf import settings
 from django.utils import timezone
 
 from images import compression, storage
 from images.lifecycle.backlog import COMPACT, OPTIMIZE, Claim
+from images.lifecycle.optimizer import effort_for
 from images.models import Image
 from ops import metrics
 
@@ -52,12 +52,13 @@ def image_compact(claim: Claim) -> str:
 def compact_next() -> str | None:
     """Claim and compact one waiting image; its result, or ``None`` when none waits (or it yields).
 
-    Compacting yields to optimizing: while the oldest image waiting to be
-    optimized has waited longer than ``IMAGES_OPTIMIZE_LAG_BOUND``, nothing
-    is compacted, so the CPU goes where the served bytes still change.
+    Compacting yields to optimizing: while optimizing is behind (its oldest
+    image waited long enough for less than full effort,
+    :func:`.optimizer.effort_for`), nothing is compacted, so the CPU goes
+    where the served bytes still change.
     """
     lag = OPTIMIZE.status().lag_seconds(timezone.now())
-    if lag > settings.IMAGES_OPTIMIZE_LAG_BOUND:
+    if effort_for(lag) != compression.FULL:
         return None
     done = COMPACT.run_next(image_compact)
     if done is None:

@@ -97,11 +97,31 @@ def test_a_store_outage_releases_the_claim_for_later(client, settings, s3_storag
 def test_quick_effort_while_the_backlog_lags(client, settings):
     settings.IMAGES_COMPACT_JPEG = False  # the optimizer's own path, not JPEG XL
     upload(client, 1)
-    Image.objects.update(received_at=timezone.now() - timedelta(minutes=5))
-    settings.IMAGES_OPTIMIZE_LAG_BOUND = 60
+    Image.objects.update(received_at=timezone.now() - timedelta(seconds=30))
+    settings.IMAGES_OPTIMIZE_LAG_BOUND = 60  # 30 s is past a tenth of it
     assert optimizer.optimize_next() == "optimized"
     metrics = client.get("/metrics").content.decode()
     assert 'images_optimized_total{effort="quick",result="optimized"} 1.0' in metrics
+
+
+def test_past_the_lag_bound_an_image_is_kept_as_received_and_final(client, settings):
+    settings.IMAGES_COMPACT_JPEG = False
+    meta = upload(client, 1)
+    fresh = upload(client, 2)
+    Image.objects.filter(id=meta["id"]).update(received_at=timezone.now() - timedelta(minutes=5))
+    settings.IMAGES_OPTIMIZE_LAG_BOUND = 60
+    shed = 'images_optimized_total{effort="none",result="kept"}'
+    full = 'images_optimized_total{effort="full",result="optimized"}'
+    before = counter(client, shed), counter(client, full)
+    assert optimizer.optimize_next() == "kept"  # the oldest first: untried
+    kept = client.get(meta["href"])
+    assert kept.content == jpeg(1)  # the bytes as received, final
+    assert "immutable" in kept["Cache-Control"]
+    row = Image.objects.get(id=meta["id"])
+    assert (row.optimized, row.failure, row.attempts) == (True, "", 1)
+    assert optimizer.optimize_next() == "optimized"  # the fresh one gets the full effort
+    assert (counter(client, shed), counter(client, full)) == (before[0] + 1, before[1] + 1)
+    assert Image.objects.get(id=fresh["id"]).optimized
 
 
 def test_metrics_show_the_backlog_and_its_lag(client):
@@ -175,7 +195,7 @@ def test_a_compactable_jpeg_waits_in_the_compact_backlog_not_the_optimize_one(cl
 
 
 def test_compacting_yields_while_optimizing_lags_then_catches_up(client, settings):
-    settings.IMAGES_OPTIMIZE_LAG_BOUND = 60  # a short bound
+    settings.IMAGES_OPTIMIZE_LAG_BOUND = 600  # a short bound
     png = client.post(
         URL.format(day=1), png_bytes(size=(64, 48), seed=3), content_type="image/png"
     ).json()
@@ -206,7 +226,29 @@ def test_status_lists_both_backlogs_and_the_failed_which_retry_queues_again(
     call_command("optimize", retry=[kept["id"]])
     assert "queued 1 image again" in capsys.readouterr().out
     row = Image.objects.get(id=kept["id"])
-    assert (row.compact_pending, row.failure, row.attempts) == (True, "", 0)
+    assert (row.compact_pending, row.failure, row.attempts) == (True, "", 1)
     assert compactor.compact_next() == "compacted"
     with pytest.raises(CommandError, match="had not failed"):
         call_command("optimize", retry=[kept["id"]])
+
+
+def test_an_old_image_queued_again_by_retry_is_tried_not_shed(client, settings):
+    meta = upload(client, 1)
+    settings.IMAGES_OPTIMIZE_LAG_BOUND = 60
+    Image.objects.filter(id=meta["id"]).update(
+        received_at=timezone.now() - timedelta(days=3), optimized=True, failure="optimize: boom"
+    )
+    call_command("optimize", retry=[meta["id"]])
+    quick = 'images_optimized_total{effort="quick",result="optimized"}'
+    before = counter(client, quick)
+    assert optimizer.optimize_next() == "optimized"
+    assert client.get(meta["href"]).content != jpeg(1)  # mozjpeg's smaller, lossless form
+    assert counter(client, quick) == before + 1
+
+
+def counter(client, name: str) -> float:
+    """A counter's value in ``/metrics`` (0 before it first counts); counters outlive a test."""
+    for line in client.get("/metrics").content.decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
