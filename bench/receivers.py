@@ -2,7 +2,7 @@
 
 - :class:`Mosquitto`: Debian's broker (``/usr/sbin/mosquitto -c CONF``) on a
   free port of 127.0.0.1, anonymous, no persistence;
-- :class:`ReceiversProcess`: a forked process (at nice 10: what it stands for
+- :class:`ReceiversProcess`: a forked process (at nice 19: what it stands for
   runs on other machines; its CPU is printed) holding ``live`` webhook
   receivers, each an HTTP server on a port of its own that answers every
   ``POST`` 204 and stamps the first arrival of each image id with
@@ -35,7 +35,7 @@ from typing import Any
 from bench.support import free_port, stop, wait_for_port
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-RECEIVERS_NICE = 10
+RECEIVERS_NICE = 19
 
 
 class Mosquitto:
