@@ -71,13 +71,14 @@ from bench.delivery_service import (  # noqa: E402
     images,
     upload_all,
 )
-from bench.receivers import RECEIVERS_NICE, Mosquitto, ReceiversProcess  # noqa: E402
+from bench.receivers import RECEIVERS_NICE, ReceiversProcess  # noqa: E402
 from bench.support import (  # noqa: E402
     database_kind,
     free_port,
     fresh_database,
     process_cpu,
 )
+from ops.mosquitto import Mosquitto  # noqa: E402
 
 LIVE = 9  # live webhook receivers; one more is dead (a closed port)
 WARM_UP = 20
@@ -329,7 +330,7 @@ def main() -> None:
     say = Report(args.output)
 
     work = Path(tempfile.mkdtemp(prefix="bench-deliveries-"))
-    broker = Mosquitto(work)
+    broker = Mosquitto(work, nice=RECEIVERS_NICE)
     broker.start()
     receivers = ReceiversProcess(LIVE, broker.port, PREFIX)  # forked before any thread
     dead_url = f"http://127.0.0.1:{free_port()}/nobody-listens"

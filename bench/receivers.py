@@ -1,7 +1,7 @@
-"""The far side of ``bench/deliveries.py``: webhook receivers, a broker, a subscriber.
+"""The far side of ``bench/deliveries.py``: webhook receivers and a subscriber.
 
-- :class:`Mosquitto`: Debian's broker (``/usr/sbin/mosquitto -c CONF``) on a
-  free port of 127.0.0.1, anonymous, no persistence;
+(The broker is :class:`ops.mosquitto.Mosquitto`, as in the tests.)
+
 - :class:`ReceiversProcess`: a forked process (at nice 19: what it stands for
   runs on other machines; its CPU is printed) holding ``live`` webhook
   receivers, each an HTTP server on a port of its own that answers every
@@ -21,48 +21,15 @@ import contextlib
 import json
 import multiprocessing
 import os
-import shutil
 import socket
-import subprocess
 import threading
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any
 
-from bench.support import free_port, stop, wait_for_port
-
-MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 RECEIVERS_NICE = 19
-
-
-class Mosquitto:
-    """A broker of its own on a free port, its log in ``directory``; ``nice`` as a child."""
-
-    def __init__(self, directory: Path, nice: int = RECEIVERS_NICE) -> None:
-        self.port = free_port()
-        self.directory = directory
-        self.nice = nice
-        self.config = directory / "mosquitto.conf"
-        self.config.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n")
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        with open(self.directory / "mosquitto.log", "ab") as log:
-            self.process = subprocess.Popen(
-                [MOSQUITTO, "-c", str(self.config)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                preexec_fn=lambda: os.nice(self.nice),
-            )
-        wait_for_port(self.port, self.process)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            stop(self.process)
-            self.process = None
 
 
 class Receiver:

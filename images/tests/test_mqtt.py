@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -23,37 +22,9 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from conftest import LiveServer, free_port, png_bytes, start_runserver, stop, wait_for_port
+from conftest import LiveServer, png_bytes, start_runserver, stop
 from images.delivery.mqtt import Broker, BrokerRefused, device_topic
-
-MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-
-
-class Mosquitto:
-    def __init__(self, directory: Path) -> None:
-        self.port = free_port()
-        self.directory = directory
-        self.config = directory / "mosquitto.conf"
-        self.config.write_text(
-            f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
-            "persistence true\n"
-            f"persistence_location {directory}/\n"
-        )
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        log = open(self.directory / "mosquitto.log", "ab")  # noqa: SIM115 - the child keeps it
-        with log:
-            self.process = subprocess.Popen(
-                [MOSQUITTO, "-c", str(self.config)], stdout=log, stderr=subprocess.STDOUT
-            )
-        wait_for_port(self.port, self.process)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            stop(self.process)
-            self.process = None
+from ops.mosquitto import Mosquitto
 
 
 class Subscriber:
@@ -91,7 +62,7 @@ class Subscriber:
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    mosquitto = Mosquitto(tmp_path)
+    mosquitto = Mosquitto(tmp_path, persistent=True)
     mosquitto.start()
     yield mosquitto
     mosquitto.stop()
