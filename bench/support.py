@@ -140,8 +140,10 @@ def start_serve(
     *options: str,
     timeout: float = 60.0,
     new_session: bool = False,
+    root: Path = ROOT,
 ) -> subprocess.Popen:
-    """:func:`serve_command` in the repository root, its output appended to ``log``.
+    """:func:`serve_command` in the repository root (or another checkout's, ``root``), its
+    output appended to ``log``.
 
     Returns once it accepts connections on ``port``; stopped if it never does.
     With ``new_session``, a Ctrl-C in the terminal does not reach it (the
@@ -151,7 +153,7 @@ def start_serve(
     with open(log, "ab") as output:
         process = subprocess.Popen(
             serve_command(port, workers, *options),
-            cwd=ROOT,
+            cwd=root,
             env=env,
             stdout=output,
             stderr=subprocess.STDOUT,

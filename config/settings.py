@@ -175,6 +175,9 @@ IMAGES_MAX_JPEG_SCANS = env_int("IMAGES_MAX_JPEG_SCANS", 100)
 # Seconds a client or proxy may reuse a download by device and time before it
 # revalidates (downloads by id never change and are marked immutable).
 IMAGES_CACHE_MAX_AGE = env_int("IMAGES_CACHE_MAX_AGE", 3600)
+# Downloads (GET/HEAD of /collections/images...) answered before Django's full
+# handler, through the same middleware hooks and view (images/http/fastpath.py).
+IMAGES_DOWNLOAD_FAST_PATH = env_bool("IMAGES_DOWNLOAD_FAST_PATH", True)
 # "open": anyone may upload and read (the original's behaviour, the default).
 # "token": uploads need a device token, reads a reader or device token or a
 # staff user's login (images.http.auth, docs/security-tokens.md).

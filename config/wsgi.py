@@ -6,9 +6,12 @@ from django.core.wsgi import get_wsgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
-application = get_wsgi_application()
-
 from django.conf import settings  # noqa: E402 - once Django is set up
+
+from images.http import fastpath  # noqa: E402
+
+# Downloads take the fast path when IMAGES_DOWNLOAD_FAST_PATH is on (read per request).
+application = fastpath.application(get_wsgi_application())
 
 if settings.IMAGES_EVENTS_THREADS > 0:  # a serve HTTP worker, which holds event streams
     from images.http import stream_threads

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime
 
 from formats.rfc3339 import format_compact
 from images.compression import extension_for
@@ -13,9 +14,12 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 def filename_for(image: Image) -> str:
     """``<deviceId>_<UTC timestamp, compact>.<ext>``, the device id as it is."""
-    return (
-        f"{image.device_id}_{format_compact(image.timestamp)}.{extension_for(image.content_type)}"
-    )
+    return filename_of(image.device_id, image.timestamp, image.content_type)
+
+
+def filename_of(device_id: str, timestamp: datetime, content_type: str) -> str:
+    """:func:`filename_for` of the image with these fields."""
+    return f"{device_id}_{format_compact(timestamp)}.{extension_for(content_type)}"
 
 
 def safe_filename_for(image: Image) -> str:

@@ -12,6 +12,7 @@ from typing import ClassVar
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
+from django.utils.deprecation import MiddlewareMixin
 from django.utils.module_loading import import_string
 
 from formats.errors import error_response
@@ -24,17 +25,21 @@ logger = logging.getLogger("requests")
 _CLIENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
-class RequestLogMiddleware:
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
-        self.get_response = get_response
+class RequestLogMiddleware(MiddlewareMixin):
+    """The request log line and request metrics.
 
-    def __call__(self, request: HttpRequest) -> HttpResponse:
-        started = time.perf_counter()
+    Hooks only (no ``__call__`` of its own), as every middleware here: the
+    download fast path (``images.http.fastpath``) calls them as Django does.
+    """
+
+    def process_request(self, request: HttpRequest) -> None:
+        request.log_started = time.perf_counter()
         offered = request.META.get("HTTP_X_REQUEST_ID", "")
-        request_id = offered if _CLIENT_ID.fullmatch(offered) else uuid.uuid4().hex
-        request.request_id = request_id
-        response = self.get_response(request)
-        elapsed = time.perf_counter() - started
+        request.request_id = offered if _CLIENT_ID.fullmatch(offered) else uuid.uuid4().hex
+
+    def process_response(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        elapsed = time.perf_counter() - request.log_started
+        request_id = request.request_id
         match = getattr(request, "resolver_match", None)
         # The root pattern and the catch-all both have an empty route: use names.
         route = "unmatched" if match is None else match.route or match.url_name or "unmatched"
@@ -69,7 +74,7 @@ _HTML_VIEWS = frozenset(
 )
 
 
-class DebugErrorsAsContractMiddleware:
+class DebugErrorsAsContractMiddleware(MiddlewareMixin):
     """In development (DEBUG on) only: Django's HTML debug pages become contract errors.
 
     With DEBUG off Django calls our handler400/404/500, which answer in the
@@ -79,11 +84,7 @@ class DebugErrorsAsContractMiddleware:
     ``{"errors": ...}`` with the same status. Gallery pages keep their HTML.
     """
 
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
-        self.get_response = get_response
-
-    def __call__(self, request: HttpRequest) -> HttpResponse:
-        response = self.get_response(request)
+    def process_response(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
         if response.status_code < 400 or not response.get("Content-Type", "").startswith(
             "text/html"
         ):
@@ -95,7 +96,7 @@ class DebugErrorsAsContractMiddleware:
         return error_response(request, response.status_code, {"detail": [reason.lower()]})
 
 
-class _NotOnApiRoutes:
+class _NotOnApiRoutes(MiddlewareMixin):
     """Runs a Django middleware for every request except those to API routes.
 
     API routes (``settings.API_PATH_PREFIXES``) are stateless: they never read
@@ -112,21 +113,33 @@ class _NotOnApiRoutes:
     needed_in_token_mode: ClassVar[bool] = False
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
-        self.get_response = get_response
+        super().__init__(get_response)
         self.inner = import_string(self.wrapped)(get_response)
 
-    def __call__(self, request: HttpRequest) -> HttpResponse:
-        if self._skipped(request):
-            return self.get_response(request)
-        return self.inner(request)
+    # The wrapped class's hooks (Django's session, auth and message middleware
+    # have only these two), so that its __call__ is MiddlewareMixin's, as ours.
+    def process_request(self, request: HttpRequest) -> HttpResponse | None:
+        if self._skipped(request) or not hasattr(self.inner, "process_request"):
+            return None
+        return self.inner.process_request(request)
+
+    def process_response(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        if self._skipped(request) or not hasattr(self.inner, "process_response"):
+            return response
+        return self.inner.process_response(request, response)
 
     def _skipped(self, request: HttpRequest) -> bool:
         if self.needed_in_token_mode and settings.IMAGES_AUTH == "token":
             return False
-        path = request.path_info
-        return any(
-            path == prefix or path.startswith(prefix + "/") for prefix in settings.API_PATH_PREFIXES
-        )
+        # Three layers ask, each before and after: the path is tested once.
+        on_api_route = request.__dict__.get("on_api_route")
+        if on_api_route is None:
+            path = request.path_info
+            on_api_route = request.on_api_route = any(
+                path == prefix or path.startswith(prefix + "/")
+                for prefix in settings.API_PATH_PREFIXES
+            )
+        return on_api_route
 
 
 class SessionMiddleware(_NotOnApiRoutes):

@@ -3,6 +3,7 @@
     python -m bench.sidebyside [--seconds 10] [--rounds 3] [--ingest-seconds 30]
         [--rate-factor 3] [--optimizers 1] [--calibration brief|plain|both]
         [--only download|ingest] [--patience 60]
+        [--by-id] [--serve-only] [--also LABEL=PATH ...]
 
 Run from the repository root. The prototype's code is not here:
 ``bench/prototype/`` is a stand-in rebuilt from its README and the figures it
@@ -16,7 +17,11 @@ DATABASE_URL names it), removed at the end.
    under ``manage.py serve --workers 2`` (granian); ours under the same
    gunicorn; ours under ``serve`` with the bytes in a local SeaweedFS. Printed:
    req/s per round, the median, the server's CPU per request (its process tree,
-   SeaweedFS included for the S3 row) and median ours/prototype.
+   SeaweedFS included for the S3 row) and median ours/prototype. ``--by-id``:
+   each of ours also by id (``/collections/images/{id}``); ``--serve-only``:
+   only the prototype and ``serve``; ``--also LABEL=PATH``: another checkout of
+   this repository (say main before a change: ``git worktree add``) under
+   ``serve`` too, in the same interleaved rounds, so before and after are one run.
 2. Ingest end to end. The prototype re-saves inline, so accepted == done: its
    closed-loop rate (wrk c4, JSON with base64, unique keys) for brick.png, then
    china.jpg, with its workers' CPU per upload, for each calibration asked for
@@ -93,7 +98,24 @@ def main() -> None:
     parser.add_argument(
         "--patience", type=float, default=60.0, help="seconds to wait for a quiet machine"
     )
+    parser.add_argument("--by-id", action="store_true", help="ours by id as well as by key")
+    parser.add_argument(
+        "--serve-only", action="store_true", help="only the prototype and ours under serve"
+    )
+    parser.add_argument(
+        "--also",
+        action="append",
+        default=[],
+        metavar="LABEL=PATH",
+        help="another checkout of this repository, also under serve (repeatable)",
+    )
     args = parser.parse_args()
+    also = {}
+    for item in args.also:
+        label, _, path = item.partition("=")
+        if not label or not (Path(path) / "manage.py").is_file():
+            parser.error(f"--also {item}: LABEL=PATH, PATH a checkout with manage.py")
+        also[label] = Path(path).resolve()
     calibrations = ["brief", "plain"] if args.calibration == "both" else [args.calibration]
     database = database_kind()
     print(
@@ -108,7 +130,15 @@ def main() -> None:
             tmp = Path(name)
             stack.enter_context(logs_on_failure(tmp))
             if args.only in (None, "download"):
-                download(tmp, args.seconds, args.rounds, args.patience)
+                download(
+                    tmp,
+                    args.seconds,
+                    args.rounds,
+                    args.patience,
+                    by_id=args.by_id,
+                    serve_only=args.serve_only,
+                    also=also,
+                )
             if args.only in (None, "ingest"):
                 ingest(
                     tmp,

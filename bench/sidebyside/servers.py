@@ -98,14 +98,21 @@ def start_prototype(stack: ExitStack, directory: Path, name: str, calibration: s
 
 
 def start_ours_serve(
-    stack: ExitStack, directory: Path, name: str, extra: dict[str, str] | None = None
+    stack: ExitStack,
+    directory: Path,
+    name: str,
+    extra: dict[str, str] | None = None,
+    root: Path = ROOT,
 ) -> Server:
-    """``manage.py serve`` with 2 granian workers (and its optimizer), as one_run starts it."""
+    """``manage.py serve`` with 2 granian workers (and its optimizer), as one_run starts it.
+
+    ``root``: another checkout of this repository to run instead (``--also``).
+    """
     directory.mkdir()
     database_url = stack.enter_context(fresh_database(directory))
     port = free_port()
     env = serve_env(database_url, DEBUG="0", **(extra or {}))
-    process = start_serve(directory / "serve.log", env, port, 2, "--coap-port", "0")
+    process = start_serve(directory / "serve.log", env, port, 2, "--coap-port", "0", root=root)
     stack.callback(stop, process, 30)
     return Server(name, f"http://127.0.0.1:{port}", process)
 
@@ -136,8 +143,11 @@ def store_prototype_image(server: Server, image: bytes) -> None:
     post(server.base + "/collections/images", body, "application/json")
 
 
-def store_our_image(server: Server, image: bytes) -> None:
-    """Upload raw, then wait until the deferred optimizer (serve) has made the bytes final."""
+def store_our_image(server: Server, image: bytes) -> str:
+    """Upload raw, then wait until the deferred optimizer (serve) has made the bytes final.
+
+    Returns the image's path by id (its ``href``).
+    """
     meta = post(server.base + DOWNLOAD_PATH, image, "image/png")
     deadline = time.monotonic() + 120
     while not meta.get("optimized", True) and time.monotonic() < deadline:
@@ -152,6 +162,7 @@ def store_our_image(server: Server, image: bytes) -> None:
             if error.code < 500:
                 raise
             print(f"{server.name}: {error.code} while polling the metadata", file=sys.stderr)
+    return meta["href"]
 
 
 def start_s3(stack: ExitStack, directory: Path) -> tuple[dict[str, str], subprocess.Popen]:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import secrets
 from collections.abc import Iterator
+from datetime import datetime
 from urllib.parse import quote
 
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
@@ -11,7 +13,7 @@ from django.utils.cache import get_conditional_response
 from django.utils.http import http_date
 
 from images import access, storage
-from images.filenames import filename_for, safe_filename_for
+from images.filenames import filename_of, safe_name
 from images.http.errors import error_response
 from images.http.ranges import RangeNotSatisfiable, parse_range
 from images.models import Image
@@ -23,10 +25,14 @@ CONTENT_SECURITY_POLICY = "default-src 'none'; img-src 'self'; style-src 'unsafe
 
 def content_disposition(image: Image) -> str:
     """``inline`` with an ASCII-safe name and the real one in ``filename*`` (RFC 6266)."""
-    real = filename_for(image)
-    return (
-        f"inline; filename=\"{safe_filename_for(image)}\"; filename*=UTF-8''{quote(real, safe='')}"
-    )
+    return _disposition(image.device_id, image.timestamp, image.content_type)
+
+
+@functools.lru_cache(maxsize=1024)
+def _disposition(device_id: str, timestamp: datetime, content_type: str) -> str:
+    # Made once per image, not per download (readers re-fetch the same images).
+    real = filename_of(device_id, timestamp, content_type)
+    return f"inline; filename=\"{safe_name(real)}\"; filename*=UTF-8''{quote(real, safe='')}"
 
 
 def etag_for(image: Image) -> str:
@@ -62,14 +68,27 @@ def is_conditional(request: HttpRequest) -> bool:
     return bool(meta.get("HTTP_IF_NONE_MATCH") or meta.get("HTTP_IF_MODIFIED_SINCE"))
 
 
+# Every header get_conditional_response evaluates (RFC 9110 §13.1); an empty one counts as absent.
+_PRECONDITIONS = (
+    "HTTP_IF_MATCH",
+    "HTTP_IF_UNMODIFIED_SINCE",
+    "HTTP_IF_NONE_MATCH",
+    "HTTP_IF_MODIFIED_SINCE",
+)
+
+
 def not_modified_response(
     request: HttpRequest, image: Image, *, immutable: bool
 ) -> HttpResponse | None:
     """304 (or 412) when the request's validators say so; else ``None``.
 
     Needs only metadata, so callers can answer revalidations without reading
-    the image bytes.
+    the image bytes. Without any precondition there is nothing to evaluate
+    (most downloads): no probe response is built.
     """
+    meta = request.META
+    if not any(meta.get(name) for name in _PRECONDITIONS):
+        return None
     probe = HttpResponse(headers=cache_headers(image, immutable=immutable))
     answer = get_conditional_response(
         request,
