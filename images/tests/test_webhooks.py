@@ -289,7 +289,7 @@ def test_what_was_stored_while_the_receiver_was_down_survives_a_restart(tmp_path
     receiver = receiving()
     live = start_runserver(tmp_path)
     try:
-        add(live, receiver.url)
+        key, _ = add(live, receiver.url)
         first = upload(live, "restart-1")
         wait_until(lambda: len(receiver.posts) == 1)
         receiver.close()  # the receiver goes away; deliveries fail and wait
@@ -297,7 +297,13 @@ def test_what_was_stored_while_the_receiver_was_down_survives_a_restart(tmp_path
         stop(live.process)  # and the service restarts meanwhile
         back = receiving(port=receiver.port)
         live = start_runserver(tmp_path, database_url=live.database_url)
-        wait_until(lambda: len(back.posts) == 2, timeout=40)
+        # The old process's lease (10 s) runs out, then the backoff due is
+        # honoured: seen once past 40 s in a full suite (not reproduced),
+        # hence the room and the receiver's state if it is not enough.
+        try:
+            wait_until(lambda: len(back.posts) == 2, timeout=90)
+        except AssertionError:
+            raise AssertionError(f"not delivered: {receiver_state(live, key)}") from None
         assert [body["id"] for body in back.bodies()] == ids
         assert first["id"] not in ids
     finally:
