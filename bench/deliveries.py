@@ -9,9 +9,10 @@ with ``--database postgres`` a throwaway PostgreSQL database on the server
 DATABASE_URL names (else 127.0.0.1:5432; bench/support.py). Each ``serve``
 has ``--workers`` HTTP workers, one deliverer (the default ``--deliverers
 1``), no CoAP and no optimizer (its backlog would take CPU from one run more
-than another). One Mosquitto (nice 19) serves the whole bench; 9 live webhook
-receivers and an MQTT subscriber to ``bench/#`` live in a forked process at
-nice 19 (they stand for machines elsewhere; their CPU is printed):
+than another). One Mosquitto serves the whole bench; 9 live webhook
+receivers and an MQTT subscriber to ``bench/#`` live in a forked process;
+both in the idle scheduling class (they stand for machines elsewhere, so
+they take only CPU nothing else wants; their CPU is printed):
 bench/receivers.py holds them, bench/delivery_service.py the uploads and
 ``serve``.
 
@@ -26,9 +27,9 @@ bench/receivers.py holds them, bench/delivery_service.py the uploads and
    while uploading, and, in B, how long after the last 201 every live receiver
    and the subscriber had every image (and the deliverer's CPU until then).
    Then the medians, their ratio, and the cost the CPU per upload implies.
-   ``serve`` runs its deliverer at nice 19. With ``--also-nice N`` each pair
-   gets a third run (C): B with every thread of serve's deliverer reniced to
-   N (an experiment). With
+   ``serve`` runs its deliverer in the idle class (``deliver --idle``). With
+   ``--also-nice N`` each pair gets a third run (C): B with every thread of
+   serve's deliverer moved to the normal class at nice N (an experiment). With
    ``--pairs 0``, only 2 and 3.
 2. Latency from an upload's 201 to its first arrival at each live receiver,
    and at the subscriber: p50/p99/max pooled over the B runs (under load,
@@ -71,7 +72,7 @@ from bench.delivery_service import (  # noqa: E402
     images,
     upload_all,
 )
-from bench.receivers import RECEIVERS_NICE, ReceiversProcess  # noqa: E402
+from bench.receivers import ReceiversProcess  # noqa: E402
 from bench.support import (  # noqa: E402
     database_kind,
     free_port,
@@ -330,7 +331,7 @@ def main() -> None:
     say = Report(args.output)
 
     work = Path(tempfile.mkdtemp(prefix="bench-deliveries-"))
-    broker = Mosquitto(work, nice=RECEIVERS_NICE)
+    broker = Mosquitto(work, idle=True)
     broker.start()
     receivers = ReceiversProcess(LIVE, broker.port, PREFIX)  # forked before any thread
     dead_url = f"http://127.0.0.1:{free_port()}/nobody-listens"
@@ -347,7 +348,7 @@ def main() -> None:
             f"{args.uploads} uploads of distinct 32x32 noise PNGs (~{len(batch[0][2])} bytes) to "
             f"{DEVICES} devices from {args.clients} keep-alive clients per run; "
             f"receivers: {LIVE} live webhooks + 1 dead (closed port) + MQTT (Mosquitto), "
-            f"at nice {RECEIVERS_NICE}"
+            "in the idle scheduling class (they stand for other machines)"
         )
         say()
         say(

@@ -188,6 +188,8 @@ class Service:
         for pid in descendants(self.process.pid):
             if ROLES[role] in cmdline(pid):
                 for task in Path(f"/proc/{pid}/task").iterdir():
+                    # Back from the idle class serve starts it in, then niced.
+                    os.sched_setscheduler(int(task.name), os.SCHED_OTHER, os.sched_param(0))
                     os.setpriority(os.PRIO_PROCESS, int(task.name), nice)
 
     def backlog(self) -> dict[str, float]:

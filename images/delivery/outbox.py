@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Iterable
@@ -11,6 +12,7 @@ from datetime import datetime
 from django.conf import settings
 from django.db import connection
 from django.db.models import Count, Max, Min, Q
+from django.utils import timezone
 
 from images.delivery.models import DELETED, IMAGE, OutboxEvent, Receiver
 
@@ -45,19 +47,38 @@ def forget_wanted() -> None:
     _wanted = (-_WANTED_SECONDS, False)
 
 
-def record_stored(
-    *, image_id: str, device_id: str, timestamp: str, metadata: bytes
-) -> OutboxEvent | None:
+def record_stored(*, image_id: str, device_id: str, timestamp: str, metadata: bytes) -> None:
     """In the transaction that stores the image: its event, if anyone receives events."""
     if not wanted():
-        return None
+        return
     _commit_in_order()
-    return OutboxEvent.objects.create(
-        kind=IMAGE,
-        device_id=device_id,
-        image_id=image_id,
-        timestamp=timestamp,
-        payload=metadata.decode(),
+    # One plain INSERT, not ``objects.create()``: measured in-process
+    # (docs/performance.md, "Deliveries"), the model's save path cost an
+    # upload about 0.2 ms, a tenth of it, for a row nothing reads back here.
+    values = (
+        IMAGE,
+        device_id,
+        _IMAGE_ID.get_db_prep_value(image_id, connection),
+        timestamp,
+        metadata.decode(),
+        _CREATED_AT.get_db_prep_value(timezone.now(), connection),
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(_insert_sql(), values)
+
+
+_IMAGE_ID = OutboxEvent._meta.get_field("image_id")
+_CREATED_AT = OutboxEvent._meta.get_field("created_at")
+
+
+@functools.cache
+def _insert_sql() -> str:
+    quote = connection.ops.quote_name
+    meta = OutboxEvent._meta
+    columns = ("kind", "device_id", "image_id", "timestamp", "payload", "created_at")
+    names = ", ".join(quote(meta.get_field(name).column) for name in columns)
+    return (
+        f"INSERT INTO {quote(meta.db_table)} ({names}) VALUES ({', '.join(['%s'] * len(columns))})"
     )
 
 

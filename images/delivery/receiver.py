@@ -2,9 +2,10 @@
 
 Its state (cursor, failures) lives in memory while this deliverer holds the
 receiver, and is written to the row when it fails, when the lease is
-renewed, and otherwise at most once a second (``CURSOR_SECONDS``): after a
-crash the events of that second are sent again, which at-least-once allows,
-and a busy receiver does not write the database for every round.
+renewed, and otherwise at most every ``CURSOR_SECONDS``: after a crash the
+events of those seconds are sent again, which at-least-once allows, and a
+busy receiver does not write the database for every round (each write takes
+SQLite's one write lock, which an upload may then wait for).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 
 LEASE_SECONDS = 10.0
 POLL_SECONDS = 1.0
-CURSOR_SECONDS = 1.0
+CURSOR_SECONDS = 5.0
 BATCH = 100
 # Backoff after the n-th failure in a row: 1 s, 2 s, 4 s... at most 10 minutes.
 BACKOFF_MAX_SECONDS = 600.0

@@ -9,6 +9,7 @@ registered with ``manage.py webhook`` beside it, and uploads go over HTTP.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import io
@@ -350,5 +351,24 @@ def test_serve_delivers_in_its_background_work(tmp_path: Path, receiving):
         image = upload(live, "serve-1")
         wait_until(lambda: len(receiver.posts) == 1, timeout=30)
         assert receiver.bodies() == [image]
+        # Its deliverer runs only on CPU the HTTP workers leave idle.
+        (deliverer,) = [pid for pid in children(process.pid) if b"deliver" in command_line(pid)]
+        assert os.sched_getscheduler(deliverer) == os.SCHED_IDLE
     finally:
         stop(process)
+
+
+def children(parent: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == parent:
+                    found.append(int(entry.name))
+    return found
+
+
+def command_line(pid: int) -> bytes:
+    with contextlib.suppress(OSError):
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes()
+    return b""

@@ -26,9 +26,17 @@ class Command(BaseCommand):
         # Below the HTTP workers, as the optimizer: deliveries can wait some
         # milliseconds, uploads should not (bench/deliveries.py).
         parser.add_argument("--nice", type=int, default=10, help="CPU priority increment")
+        parser.add_argument(
+            "--idle",
+            action="store_true",
+            help="run only on CPU nothing else wants (Linux SCHED_IDLE; elsewhere nice 19)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        os.nice(options["nice"])
+        if options["idle"]:
+            idle()
+        else:
+            os.nice(options["nice"])
         try:
             deliverer = Deliverer()
         except BrokerRefused as exc:
@@ -41,3 +49,16 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         deliverer.run(stopping)
+
+
+def idle() -> None:
+    """This process, and the threads it starts later, at the idle scheduling class.
+
+    Nice 19 still takes a share of a busy CPU, and a woken HTTP worker may
+    wait for it; a SCHED_IDLE thread is preempted at once by any other
+    (bench/deliveries.py measured both: docs/performance.md, "Deliveries").
+    """
+    if hasattr(os, "sched_setscheduler"):
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    else:
+        os.nice(19)

@@ -121,10 +121,10 @@ class Command(BaseCommand):
         helpers["prune"] = (command, self._manage(env, *command))
         for deliverer in range(options["deliverers"]):
             # Webhooks and MQTT (images.delivery): idle until a receiver exists.
-            # At the lowest CPU priority, as compacting: a burst of uploads
-            # is answered first and its deliveries follow (docs/performance.md,
+            # Only on CPU the rest leaves idle: a burst of uploads is
+            # answered first and its deliveries follow (docs/performance.md,
             # "Deliveries"); with idle CPU they leave within milliseconds.
-            command = ("deliver", "--nice", "19")
+            command = ("deliver", "--idle")
             helpers[f"deliver {deliverer + 1}"] = (command, self._manage(env, *command))
         self.stdout.write(
             f"serving HTTP on {options['host']}:{options['port']} ({options['workers']} workers)"
