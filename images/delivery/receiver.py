@@ -1,11 +1,18 @@
 """One receiver's deliveries: in order, under a lease, with backoff; a thread of its own.
 
 Its state (cursor, failures) lives in memory while this deliverer holds the
-receiver, and is written to the row when it fails, when the lease is
-renewed, and otherwise at most every ``CURSOR_SECONDS``: after a crash the
-events of those seconds are sent again, which at-least-once allows, and a
-busy receiver does not write the database for every round (each write takes
-SQLite's one write lock, which an upload may then wait for).
+receiver. The thread marks what changed (a failure at once, its cursor at
+most every ``CURSOR_SECONDS``) and the deliverer's main thread writes it, for
+every receiver in one transaction, with the leases' renewal
+(:func:`states_written`). After a crash the
+events of those seconds are sent again, which at-least-once allows.
+
+Why the main thread: each write takes SQLite's one write lock, which an
+upload may then wait for. In ``serve`` the receiver threads run in the idle
+scheduling class, which any other thread preempts at once; one preempted
+while it held the lock kept uploads sleeping in SQLite's busy handler
+(measured: docs/performance.md, "Deliveries"). The main thread runs in the
+normal class at nice 19, and writes once a round at most.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections
+from django.db import DatabaseError, close_old_connections, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -60,18 +67,17 @@ class ReceiverLoop:
         self.lost = False
         self.cursor = receiver.cursor  # in memory; the row's may lag by a second
         self._saved_at = time.monotonic()
+        # Marked by this thread, written by the deliverer's main thread.
+        self._unsaved: dict[str, object] = {}
+        self._unsaved_lock = threading.Lock()
         self.publisher = Publisher(broker) if receiver.kind == MQTT and broker is not None else None
         self.poster = Poster(receiver)
 
     def run(self) -> None:
         seen = self.feed.wakeup.generation
-        leased_at = time.monotonic()
         try:
+            # Until removed, or taken over after we stalled (states_written finds out).
             while not self.stopping.is_set() and not self.lost:
-                if time.monotonic() - leased_at > LEASE_SECONDS / 3:
-                    if not self._renewed():
-                        return  # removed, or taken over after we stalled
-                    leased_at = time.monotonic()
                 wait = self._due_in()
                 if wait > 0:
                     self.stopping.wait(min(wait, POLL_SECONDS))
@@ -99,17 +105,10 @@ class ReceiverLoop:
         with contextlib.suppress(DatabaseError):  # else the lease runs out by itself
             if not self.lost:
                 self._save(cursor=self.cursor)
+                self.flush()
             Receiver.objects.filter(pk=self.receiver.pk, lease_holder=self.holder).update(
                 lease_until=None, lease_holder=""
             )
-
-    def _renewed(self) -> bool:
-        try:
-            self._save(cursor=self.cursor)
-            return not self.lost and take_lease(self.receiver, self.holder)
-        except DatabaseError:
-            close_old_connections()
-            return True  # try again at the next turn; the lease has time left
 
     def _due_in(self) -> float:
         retry_at = self.receiver.retry_at
@@ -183,20 +182,57 @@ class ReceiverLoop:
         )
 
     def _save(self, **fields: object) -> None:
-        """Write the receiver's state, if this deliverer still holds it."""
+        """Mark the receiver's state changed; :meth:`flush` writes it (the main thread)."""
         self._saved_at = time.monotonic()
         receiver = self.receiver
-        changed = {key: value for key, value in fields.items() if getattr(receiver, key) != value}
-        if not changed:
-            return
-        updated = Receiver.objects.filter(pk=receiver.pk, lease_holder=self.holder).update(
-            **changed
+        with self._unsaved_lock:
+            for key, value in fields.items():
+                if getattr(receiver, key) != value:
+                    setattr(receiver, key, value)
+                    self._unsaved[key] = value
+
+    def flush(self) -> None:
+        """Write what changed now (this thread's own last word, when it lets go)."""
+        with self._unsaved_lock:
+            fields, self._unsaved = self._unsaved, {}
+        if fields:
+            self._write(fields)
+
+    def _write(self, fields: dict[str, object]) -> None:
+        """If this deliverer still holds the receiver; else the loop is lost (ends at its turn)."""
+        updated = Receiver.objects.filter(pk=self.receiver.pk, lease_holder=self.holder).update(
+            **fields
         )
         if not updated:
-            self.lost = True  # removed, or taken over: this loop ends at its next turn
-            return
-        for key, value in changed.items():
-            setattr(receiver, key, value)
+            self.lost = True  # removed, or taken over
+
+
+def states_written(loops: Sequence[ReceiverLoop], holder: str, *, renew: bool) -> None:
+    """What each loop marked changed, and (``renew``) the leases, in one transaction.
+
+    The deliverer's main thread calls this; nothing is written when nothing
+    changed and no lease is due. If the database fails, the marks stay for
+    the next call.
+    """
+    taken = []
+    for loop in loops:
+        with loop._unsaved_lock:
+            taken.append((loop, loop._unsaved))
+            loop._unsaved = {}
+    if not renew and not any(fields for _, fields in taken):
+        return
+    try:
+        with transaction.atomic():
+            for loop, fields in taken:
+                if fields:
+                    loop._write(fields)
+                if renew and not loop.lost and not take_lease(loop.receiver, holder):
+                    loop.lost = True
+    except DatabaseError:
+        for loop, fields in taken:
+            with loop._unsaved_lock:
+                loop._unsaved = {**fields, **loop._unsaved}  # newer marks win
+        raise
 
 
 def take_lease(receiver: Receiver, holder: str) -> bool:

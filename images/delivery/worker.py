@@ -35,19 +35,34 @@ from images.delivery import outbox
 from images.delivery.feed import Feed
 from images.delivery.models import MQTT, WEBHOOK, Receiver
 from images.delivery.mqtt import Broker
-from images.delivery.receiver import POLL_SECONDS, ReceiverLoop, take_lease
+from images.delivery.receiver import (
+    LEASE_SECONDS,
+    POLL_SECONDS,
+    ReceiverLoop,
+    states_written,
+    take_lease,
+)
 
 log = logging.getLogger(__name__)
 
 CLAIM_SECONDS = 1.0
 TRIM_SECONDS = 60.0
+# The receivers' states (cursors, failures) are written at most this often.
+SAVE_SECONDS = 1.0
 # The outbox is read at most this often while events keep coming (as the
 # event-stream hub reads its channel): a round then carries many events.
 PACE_SECONDS = 0.1
 
 
 class Deliverer:
-    def __init__(self) -> None:
+    """``idle``: each receiver's thread in the idle scheduling class (Linux), as ``serve`` runs it.
+
+    This thread, which writes to the database, stays where it was started
+    (``deliver --idle`` puts it at nice 19): see :mod:`.receiver` for why.
+    """
+
+    def __init__(self, *, idle: bool = False) -> None:
+        self.idle = idle
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"[:100]
         self.feed = Feed()
         self.broker = Broker.parse(settings.IMAGES_MQTT) if settings.IMAGES_MQTT else None
@@ -57,7 +72,7 @@ class Deliverer:
     def run(self, stopping: threading.Event) -> None:
         """Deliver until ``stopping`` is set; then let go of every receiver."""
         subscription: live.Subscription | None = None
-        claimed_at = trimmed_at = read_at = -TRIM_SECONDS
+        claimed_at = trimmed_at = read_at = saved_at = renewed_at = -TRIM_SECONDS
         mqtt_ready = False
         try:
             while not stopping.is_set():
@@ -72,6 +87,11 @@ class Deliverer:
                     if now - trimmed_at >= TRIM_SECONDS:
                         outbox.trim()
                         trimmed_at = now
+                    if now - saved_at >= SAVE_SECONDS:
+                        renew = now - renewed_at >= LEASE_SECONDS / 3
+                        states_written(list(self._loops.values()), self.holder, renew=renew)
+                        saved_at = now
+                        renewed_at = now if renew else renewed_at
                     if self._threads and self.feed.refresh():
                         self.feed.wakeup.ring()
                     self._forget_delivered()
@@ -128,6 +148,8 @@ class Deliverer:
                 thread.start()
 
     def _serve(self, receiver: Receiver, stopping: threading.Event) -> None:
+        if self.idle and hasattr(os, "sched_setscheduler"):
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # this thread only
         loop = self._loops[receiver.pk] = ReceiverLoop(
             receiver, holder=self.holder, feed=self.feed, broker=self.broker, stopping=stopping
         )

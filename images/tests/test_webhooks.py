@@ -351,9 +351,13 @@ def test_serve_delivers_in_its_background_work(tmp_path: Path, receiving):
         image = upload(live, "serve-1")
         wait_until(lambda: len(receiver.posts) == 1, timeout=30)
         assert receiver.bodies() == [image]
-        # Its deliverer runs only on CPU the HTTP workers leave idle.
+        # Its deliverer sends only on CPU the HTTP workers leave idle (the
+        # receiver's thread), and writes at nice 19 (the main thread).
         (deliverer,) = [pid for pid in children(process.pid) if b"deliver" in command_line(pid)]
-        assert os.sched_getscheduler(deliverer) == os.SCHED_IDLE
+        assert os.sched_getscheduler(deliverer) == os.SCHED_OTHER
+        assert os.getpriority(os.PRIO_PROCESS, deliverer) == 19
+        threads = [int(task.name) for task in Path(f"/proc/{deliverer}/task").iterdir()]
+        assert os.SCHED_IDLE in {os.sched_getscheduler(thread) for thread in threads}
     finally:
         stop(process)
 

@@ -29,16 +29,15 @@ class Command(BaseCommand):
         parser.add_argument(
             "--idle",
             action="store_true",
-            help="run only on CPU nothing else wants (Linux SCHED_IDLE; elsewhere nice 19)",
+            help="send only on CPU nothing else wants (Linux SCHED_IDLE; elsewhere nice 19)",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        if options["idle"]:
-            idle()
-        else:
-            os.nice(options["nice"])
+        # With --idle this thread, which writes the receivers' states, runs
+        # at nice 19, and the receivers' threads in the idle class.
+        os.nice(19 if options["idle"] else options["nice"])
         try:
-            deliverer = Deliverer()
+            deliverer = Deliverer(idle=options["idle"])
         except BrokerRefused as exc:
             raise CommandError(str(exc)) from None
         stopping = threading.Event()
@@ -49,16 +48,3 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         deliverer.run(stopping)
-
-
-def idle() -> None:
-    """This process, and the threads it starts later, at the idle scheduling class.
-
-    Nice 19 still takes a share of a busy CPU, and a woken HTTP worker may
-    wait for it; a SCHED_IDLE thread is preempted at once by any other
-    (bench/deliveries.py measured both: docs/performance.md, "Deliveries").
-    """
-    if hasattr(os, "sched_setscheduler"):
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-    else:
-        os.nice(19)
