@@ -223,7 +223,7 @@ def test_a_dead_receiver_delays_neither_uploads_nor_the_others(server, receiving
     wait_until(lambda: receiver_state(server, dead)["failing_since"] is not None)
     assert "Connection" in receiver_state(server, dead)["last_error"]
     assert "failing since" in server.manage("webhook", "list").stdout
-    # The dead receiver's five wait (the live one's position is written within a second).
+    # The dead receiver's five wait (the live one's position is written within 6 s).
     backlog = 'images_delivery_backlog{kind="webhook"} 5.0'
     wait_until(lambda: backlog in get(server, "/metrics").decode())
 
@@ -300,7 +300,7 @@ def test_what_was_stored_while_the_receiver_was_down_survives_a_restart(tmp_path
         live = start_runserver(tmp_path, database_url=live.database_url)
         # Once the old process's lease (10 s) runs out. At least once: the
         # first image may come again, as the old process may have been
-        # stopped before it wrote its cursor (at most once a second).
+        # stopped before it wrote its cursor (at most every 5 s).
         try:
             wait_until(lambda: set(ids) <= {body["id"] for body in back.bodies()}, timeout=40)
         except AssertionError:
