@@ -159,7 +159,7 @@ class Backlog:
         up its attempts, or what is held for it is damaged, and it leaves the
         backlog as it is (with the reason, for ``optimize --status``).
         """
-        image = Image.objects.defer("data").filter(self.waiting, id=claim.image_id).first()
+        image = self.claimed(claim)
         if image is None:
             return "gone"
         if self._used_up(image, claim):
@@ -170,6 +170,10 @@ class Backlog:
         except ImageDamaged as exc:
             self.finish(image, failure=exc.reason)
             return "kept"
+
+    def claimed(self, claim: Claim) -> Image | None:
+        """The claimed image's row (without its bytes), if it is still in this backlog."""
+        return Image.objects.defer("data").filter(self.waiting, id=claim.image_id).first()
 
     def _used_up(self, image: Image, claim: Claim) -> bool:
         """Whether ``image`` has had its attempts; if so it leaves the backlog as it is."""

@@ -24,7 +24,6 @@ from django.utils import timezone
 from images import compression, sources, storage
 from images.errors import DomainError
 from images.lifecycle.backlog import COMPACT, OPTIMIZE, Claim
-from images.models import Image
 from images.services import limits_current
 from ops import metrics
 
@@ -104,7 +103,7 @@ def effort_for(lag: float) -> str:
 
 def image_keep(claim: Claim) -> str:
     """Take a claimed image out of the backlog as received, untried: its bytes are final now."""
-    image = Image.objects.defer("data").filter(OPTIMIZE.waiting, id=claim.image_id).first()
+    image = OPTIMIZE.claimed(claim)
     if image is None:
         return "gone"
     OPTIMIZE.finish(image)
