@@ -65,7 +65,7 @@ class ReceiverLoop:
         self.feed = feed
         self.stopping = stopping
         self.lost = False
-        self.cursor = receiver.cursor  # in memory; the row's may lag by a second
+        self.cursor = receiver.cursor  # in memory; the row's may lag by a few seconds
         self._saved_at = time.monotonic()
         # Marked by this thread, written by the deliverer's main thread.
         self._unsaved: dict[str, object] = {}
