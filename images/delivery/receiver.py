@@ -10,9 +10,10 @@ events of those seconds are sent again, which at-least-once allows.
 Why the main thread: each write takes SQLite's one write lock, which an
 upload may then wait for. In ``serve`` the receiver threads run in the idle
 scheduling class, which any other thread preempts at once; one preempted
-while it held the lock kept uploads sleeping in SQLite's busy handler
-(measured: docs/performance.md, "Deliveries"). The main thread runs in the
-normal class at nice 19, and writes once a round at most.
+while it held the lock could keep uploads sleeping in SQLite's busy handler
+until a CPU fell idle (a priority inversion; docs/performance.md,
+"Deliveries"). The main thread runs in the normal class at nice 19, and
+writes once a second at most.
 """
 
 from __future__ import annotations
