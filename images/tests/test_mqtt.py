@@ -15,14 +15,14 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from conftest import LiveServer, png_bytes, start_runserver, stop
+from conftest import LiveServer, png_bytes, start_runserver, stop, wait_until
 from images.delivery.mqtt import Broker, BrokerRefused, device_topic
 from ops.mosquitto import Mosquitto
 
@@ -84,13 +84,6 @@ def upload(server: LiveServer, device: str, timestamp: str, seed: int) -> dict:
     with urllib.request.urlopen(request, timeout=30) as response:
         assert response.status == 201
         return json.load(response)
-
-
-def wait_until(check: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "not within the time allowed"
-        time.sleep(0.05)
 
 
 def test_each_image_is_published_and_the_newest_retained_as_latest(server, broker):

@@ -36,6 +36,7 @@ from conftest import (
     start_runserver,
     start_serve,
     stop,
+    wait_until,
 )
 
 
@@ -140,13 +141,6 @@ def receiver_state(server: LiveServer, key: int) -> dict:
     columns = ("cursor", "attempts", "failing_since", "last_error")
     [row] = server.query(f"SELECT {', '.join(columns)} FROM images_receiver WHERE id = ?", (key,))
     return dict(zip(columns, row, strict=True))
-
-
-def wait_until(check: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "not within the time allowed"
-        time.sleep(0.05)
 
 
 def test_each_image_stored_is_posted_signed_with_its_event_json(server, receiving):
