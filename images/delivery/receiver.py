@@ -194,10 +194,19 @@ class ReceiverLoop:
 
     def flush(self) -> None:
         """Write what changed now (this thread's own last word, when it lets go)."""
-        with self._unsaved_lock:
-            fields, self._unsaved = self._unsaved, {}
+        fields = self._take_unsaved()
         if fields:
             self._write(fields)
+
+    def _take_unsaved(self) -> dict[str, object]:
+        with self._unsaved_lock:
+            fields, self._unsaved = self._unsaved, {}
+        return fields
+
+    def _keep_unsaved(self, fields: dict[str, object]) -> None:
+        """Put back marks a failed write took; newer marks win."""
+        with self._unsaved_lock:
+            self._unsaved = {**fields, **self._unsaved}
 
     def _write(self, fields: dict[str, object]) -> None:
         """If this deliverer still holds the receiver; else the loop is lost (ends at its turn)."""
@@ -215,11 +224,7 @@ def states_written(loops: Sequence[ReceiverLoop], holder: str, *, renew: bool) -
     changed and no lease is due. If the database fails, the marks stay for
     the next call.
     """
-    taken = []
-    for loop in loops:
-        with loop._unsaved_lock:
-            taken.append((loop, loop._unsaved))
-            loop._unsaved = {}
+    taken = [(loop, loop._take_unsaved()) for loop in loops]
     if not renew and not any(fields for _, fields in taken):
         return
     try:
@@ -231,8 +236,7 @@ def states_written(loops: Sequence[ReceiverLoop], holder: str, *, renew: bool) -
                     loop.lost = True
     except DatabaseError:
         for loop, fields in taken:
-            with loop._unsaved_lock:
-                loop._unsaved = {**fields, **loop._unsaved}  # newer marks win
+            loop._keep_unsaved(fields)
         raise
 
 
