@@ -13,13 +13,13 @@ import sys
 import threading
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 from PIL import Image as PILImage
 
 from conftest import (
     ROOT,
+    children_running,
     fresh_database_url,
     png_bytes,
     query_database,
@@ -136,26 +136,14 @@ def test_serve_answers_a_jpeg_final_at_once_and_compacts_it_in_the_background(se
     assert stored == sent
 
 
-def optimizer_pids(serve_pid: int) -> list[int]:
-    """The ``manage.py optimize`` processes that ``serve`` started (its direct children)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            proc = Path("/proc", entry)
-            stat = (proc / "stat").read_text().rsplit(")", 1)[1].split()
-            command = (proc / "cmdline").read_bytes().split(b"\0")
-            if int(stat[1]) == serve_pid and b"optimize" in command:
-                found.append(int(entry))
-    return found
-
-
 def test_an_optimizer_that_dies_is_restarted_and_http_keeps_serving(serve, png):
     process, port, _ = serve
     deadline = time.monotonic() + 30
     workers = os.cpu_count() or 1  # serve's default: one background worker per core
-    while len(first := optimizer_pids(process.pid)) < workers and time.monotonic() < deadline:
+    while (
+        len(first := children_running(process.pid, b"optimize")) < workers
+        and time.monotonic() < deadline
+    ):
         time.sleep(0.2)
     assert len(first) == workers
     os.kill(first[0], signal.SIGKILL)
@@ -164,7 +152,7 @@ def test_an_optimizer_that_dies_is_restarted_and_http_keeps_serving(serve, png):
         assert response.status == 200
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        again = optimizer_pids(process.pid)
+        again = children_running(process.pid, b"optimize")
         if len(again) == workers and first[0] not in again:
             break
         time.sleep(0.2)

@@ -9,7 +9,6 @@ registered with ``manage.py webhook`` beside it, and uploads go over HTTP.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import io
@@ -30,6 +29,7 @@ from django.core.management import CommandError, call_command
 from conftest import (
     ROOT,
     LiveServer,
+    children_running,
     free_port,
     fresh_database_url,
     png_bytes,
@@ -347,26 +347,10 @@ def test_serve_delivers_in_its_background_work(tmp_path: Path, receiving):
         assert receiver.bodies() == [image]
         # Its deliverer sends only on CPU the HTTP workers leave idle (the
         # receiver's thread), and writes at nice 19 (the main thread).
-        (deliverer,) = [pid for pid in children(process.pid) if b"deliver" in command_line(pid)]
+        (deliverer,) = children_running(process.pid, b"deliver")
         assert os.sched_getscheduler(deliverer) == os.SCHED_OTHER
         assert os.getpriority(os.PRIO_PROCESS, deliverer) == 19
         threads = [int(task.name) for task in Path(f"/proc/{deliverer}/task").iterdir()]
         assert os.SCHED_IDLE in {os.sched_getscheduler(thread) for thread in threads}
     finally:
         stop(process)
-
-
-def children(parent: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == parent:
-                    found.append(int(entry.name))
-    return found
-
-
-def command_line(pid: int) -> bytes:
-    with contextlib.suppress(OSError):
-        return (Path("/proc") / str(pid) / "cmdline").read_bytes()
-    return b""
