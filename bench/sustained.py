@@ -23,7 +23,13 @@ is read every second. Then both backlogs are left to drain. Printed per run:
   was final (the optimize backlog empty): the end-to-end rate counted to the
   last final image;
 - how many images the optimizer took at each effort: full, quick, and none
-  (kept as received past the lag bound).
+  (kept as received past the lag bound);
+- the server's CPU per accepted image (``serve`` and every process under
+  it), all work included, from the first upload until every served byte was
+  final ("ms/final"), and until both backlogs were empty ("ms/all").
+
+``--checkout PATH`` serves another checkout of this repository instead (to
+compare a change with main, run for each).
 
 Nothing here asserts.
 """
@@ -55,6 +61,7 @@ from bench.support import (  # noqa: E402
     serve_env,
     start_serve,
     stop,
+    tree_cpu,
 )
 
 LAG_BOUND = 60
@@ -78,6 +85,8 @@ class Run:
     ratios: dict[str, float] = field(default_factory=dict)
 
     lag_at_end: float = 0.0
+    cpu_final: float = 0.0  # the server's CPU seconds until every served byte was final
+    cpu_all: float = 0.0  # ... until both backlogs were empty
 
     @property
     def bounded(self) -> bool:
@@ -149,7 +158,9 @@ def offer(port: int, body: bytes, content_type: str, rate: float, seconds: float
         thread.join()
 
 
-def one_run(image: Path, rate: float, optimizers: int, seconds: float, s3_env: dict) -> Run:
+def one_run(
+    image: Path, rate: float, optimizers: int, seconds: float, s3_env: dict, checkout: Path
+) -> Run:
     run = Run(rate, optimizers)
     content_type = "image/png" if image.suffix == ".png" else "image/jpeg"
     body = image.read_bytes()
@@ -157,12 +168,15 @@ def one_run(image: Path, rate: float, optimizers: int, seconds: float, s3_env: d
         env = serve_env(database_url, IMAGES_OPTIMIZE_LAG_BOUND=str(LAG_BOUND), **s3_env)
         port = free_port()
         log = Path(tmp) / "serve.log"
-        server = start_serve(log, env, port, 2, "--coap-port", "0", "--optimizers", str(optimizers))
+        server = start_serve(
+            log, env, port, 2, "--coap-port", "0", "--optimizers", str(optimizers), root=checkout
+        )
         try:
             base = f"http://127.0.0.1:{port}"
             loader = threading.Thread(
                 target=offer, args=(port, body, content_type, rate, seconds, run)
             )
+            cpu_start = tree_cpu(server.pid)
             loader.start()
             figures: dict[str, float] = {}
             while loader.is_alive() or not figures:
@@ -180,9 +194,11 @@ def one_run(image: Path, rate: float, optimizers: int, seconds: float, s3_env: d
                 figures = metrics(base, database_url)
                 if final_at is None and not figures.get("backlog"):
                     final_at = time.monotonic()
+                    run.cpu_final = tree_cpu(server.pid) - cpu_start
                 if not figures.get("backlog") and not figures.get("compact"):
                     break
                 time.sleep(1.0)
+            run.cpu_all = tree_cpu(server.pid) - cpu_start
             run.drain_seconds = time.monotonic() - drain_start
             run.final_drain_seconds = (final_at or time.monotonic()) - drain_start
             run.efforts = {
@@ -208,6 +224,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=180.0)
     parser.add_argument("--optimizers", type=int, nargs="+", default=[os.cpu_count() or 1])
     parser.add_argument("--s3", action="store_true", help="image bytes in a local SeaweedFS")
+    parser.add_argument("--checkout", type=Path, default=ROOT, help="serve this checkout")
     args = parser.parse_args()
 
     s3_env: dict[str, str] = {}
@@ -232,25 +249,27 @@ def main() -> None:
         f"image {args.image.name} ({args.image.stat().st_size:,} bytes); "
         f"{args.seconds:.0f} s per run; serve with 2 HTTP workers, deferred; database {database}; "
         f"storage {'S3 (SeaweedFS)' if args.s3 else 'db'}; {os.cpu_count()} cores; "
-        f"lag bound {LAG_BOUND} s"
+        f"lag bound {LAG_BOUND} s; serving {args.checkout}"
     )
     print(
         f"{'offered/s':>9} {'optimizers':>10} {'accepted/s':>10} {'final/s':>8} "
         f"{'opt lag s':>9} {'cmp lag s':>9} {'backlogs':>9} {'drain s':>7} {'ratio':>6} "
-        f"{'bounded':>7} {'e2e/s':>6}  efforts (full/quick/none)"
+        f"{'bounded':>7} {'e2e/s':>6} {'ms/final':>8} {'ms/all':>6}  efforts (full/quick/none)"
     )
     best: Run | None = None
     try:
         for rate in args.rates:
             for optimizers in args.optimizers:
-                run = one_run(args.image, rate, optimizers, args.seconds, s3_env)
+                run = one_run(args.image, rate, optimizers, args.seconds, s3_env, args.checkout)
+                per_image = 1000 / max(run.accepted, 1)
                 backlogs = f"{run.backlog_at_end:.0f}+{run.compact_at_end:.0f}"
                 print(
                     f"{rate:9.1f} {optimizers:10d} {run.accepted / args.seconds:10.1f} "
                     f"{run.optimized_during / args.seconds:8.1f} {run.max_lag:9.1f} "
                     f"{run.max_compact_lag:9.1f} {backlogs:>9} {run.drain_seconds:7.1f} "
                     f"{run.ratios['all']:6.4f} {'yes' if run.bounded else 'no':>7} "
-                    f"{run.accepted / (args.seconds + run.final_drain_seconds):6.1f}  "
+                    f"{run.accepted / (args.seconds + run.final_drain_seconds):6.1f} "
+                    f"{run.cpu_final * per_image:8.1f} {run.cpu_all * per_image:6.1f}  "
                     + "/".join(f"{run.efforts.get(e, 0):.0f}" for e in ("full", "quick", "none"))
                     + (f"  ({run.errors} errors)" if run.errors else ""),
                     flush=True,

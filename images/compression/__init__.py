@@ -34,7 +34,7 @@ from images import sources
 from images.compression import mozjpeg, png
 from images.compression.jpeg import jpeg_length
 from images.compression.jxl import Compacted, compactable, jpeg_compact
-from images.compression.pngcheck import png_data_complete
+from images.compression.pngcheck import deflated_at_maximum, png_data_complete
 from images.compression.probing import ImageInfo, Limits, decoded_bytes, probe
 from images.compression.verify import check_decodes, fingerprint, pixels_equal
 from images.errors import DomainError
@@ -182,7 +182,9 @@ def compress(
     That keeps the request's CPU and memory to one decode at most.
 
     QUICK is for the background pass while it lags behind: PNG output
-    gets one row filter and a lighter deflate (:data:`.png.QUICK`); JPEG is
+    gets one row filter and a lighter deflate (:data:`.png.QUICK`), and a
+    PNG that zlib deflated at maximum, its rows filtered, is kept as
+    received (what QUICK gains on one is a few per cent); JPEG is
     optimized as always (mozjpeg-lossless-optimization offers no cheaper
     setting). Measured
     with ``bench/compress.py`` over ../shared/corpus (CPU time of the whole
@@ -226,6 +228,11 @@ def _compressed(data: sources.Source, info: ImageInfo, limits: Limits, effort: s
         # decode: checking the encoding is enough, in bounded memory.
         return _as_received(data, info)
     data = sources.read_all(data)
+    if effort == QUICK and info.format == "PNG" and deflated_at_maximum(data):
+        # What QUICK would gain here is a few per cent for its whole cost
+        # (.png's table): kept as received, as when shed, the CPU left for
+        # images that gain more, or for FULL once the backlog is short.
+        return _as_received(data, info)
     # Decoding every frame validates the input and is the reference the
     # candidate must match.
     reference = fingerprint(data, limits)

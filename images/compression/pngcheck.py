@@ -238,3 +238,42 @@ class _Inflater:
             if self._offset == size:
                 self._layout.pop(0)
                 self._offset = 0
+
+
+# What of the image data is read to judge its filters: a few rows suffice.
+_SAMPLE_BYTES = 1 << 16
+
+
+def deflated_at_maximum(data: bytes) -> bool:
+    """Whether a still, non-interlaced PNG says zlib compressed it at maximum, its rows filtered.
+
+    The zlib header's FLEVEL (RFC 1950: 3 is "maximum compression, slowest
+    algorithm", zlib's levels 7 to 9) and the filter bytes of the rows in
+    the first piece of the stream. Only a near-optimal deflate beats such a
+    file (:mod:`images.compression.png`), so the optimizer's QUICK effort
+    keeps it as received. Not proof of anything: False whenever the file is
+    not plainly such a PNG (interlaced, animated, cut, unfiltered rows).
+    """
+    file = io.BytesIO(data)
+    chunks = _chunks(file)
+    try:
+        width, _, bits_per_pixel, interlaced = _header(file, chunks)
+    except InvalidImage:
+        return False
+    if interlaced:
+        return False
+    stride = 1 + (width * bits_per_pixel + 7) // 8
+    for chunk in chunks:
+        if chunk.kind == b"acTL":
+            return False
+        if chunk.kind != b"IDAT":
+            continue
+        stream = data[chunk.start : chunk.start + min(chunk.length, _SAMPLE_BYTES)]
+        if len(stream) < 2 or stream[0] & 0x0F != 8 or stream[1] >> 6 != 3:
+            return False  # not deflate, or not zlib's maximum
+        try:
+            rows = zlib.decompressobj().decompress(stream, _SAMPLE_BYTES)
+        except zlib.error:
+            return False
+        return any(rows[::stride])  # a row filtered (filter type 0 is none)
+    return False

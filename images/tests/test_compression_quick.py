@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import random
 import struct
+import zlib
 
 import pytest
 from PIL import Image, PngImagePlugin
 
-from images.compression import CHECK, QUICK, compress, pixels_equal
+from conftest import ROOT
+from images.compression import CHECK, FULL, QUICK, compress, pixels_equal
 from images.tests.conftest_compression import (
     ICC,
     assert_lossless,
@@ -17,6 +19,7 @@ from images.tests.conftest_compression import (
     info,
     pattern,
     png16,
+    png_chunk,
     png_ihdr,
     png_samples,
 )
@@ -93,3 +96,46 @@ def test_the_check_effort_only_converts_what_must_not_change_format_later(
     assert pixels_equal(data, checked.data)
     if method == "original":
         assert checked.data == data
+
+
+def maximum_deflate_png(image: Image.Image, *, filtered: bool) -> bytes:
+    """``image`` (L) as a PNG that zlib deflated at level 9: rows filtered (Pillow's) or not."""
+    if filtered:
+        return encode(image, "PNG", compress_level=9)
+    width, height = image.size
+    pixels = image.tobytes()
+    raw = b"".join(b"\x00" + pixels[y * width : (y + 1) * width] for y in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", header)
+        + png_chunk(b"IDAT", zlib.compress(raw, 9))
+        + png_chunk(b"IEND", b"")
+    )
+
+
+def test_quick_keeps_a_png_zlib_deflated_at_maximum_and_full_still_shrinks_it() -> None:
+    # brick.png: zlib level 9, rows filtered. Only a near-optimal deflate
+    # beats it, which FULL has time for and QUICK keeps for better uses.
+    brick = (ROOT / "testdata" / "skimage__brick.png").read_bytes()
+    quick = compress(brick, effort=QUICK)
+    assert (quick.data, quick.method) == (brick, "original")
+    full = compress(brick, effort=FULL)
+    assert full.method == "oxipng"
+    assert len(full.data) < len(brick)
+    assert pixels_equal(full.data, brick)
+
+
+def test_quick_still_shrinks_the_same_pixels_deflated_less_or_left_unfiltered() -> None:
+    image = camera_like().convert("L")
+    for data in (
+        encode(image, "PNG", compress_level=6),  # zlib's default level
+        maximum_deflate_png(image, filtered=False),  # level 9, but no row filtered
+    ):
+        result = compress(data, effort=QUICK)
+        assert result.method == "oxipng"
+        assert len(result.data) < len(data)
+        assert pixels_equal(result.data, data)
+    # The same pixels filtered and at level 9 are kept as received.
+    kept = maximum_deflate_png(image, filtered=True)
+    assert compress(kept, effort=QUICK).data == kept
