@@ -159,7 +159,12 @@ def offer(port: int, body: bytes, content_type: str, rate: float, seconds: float
 
 
 def one_run(
-    image: Path, rate: float, optimizers: int, seconds: float, s3_env: dict, checkout: Path
+    image: Path,
+    rate: float,
+    optimizers: int,
+    seconds: float,
+    s3_env: dict,
+    checkout: Path = ROOT,
 ) -> Run:
     run = Run(rate, optimizers)
     content_type = "image/png" if image.suffix == ".png" else "image/jpeg"

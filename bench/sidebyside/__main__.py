@@ -2,7 +2,7 @@
 
     python -m bench.sidebyside [--seconds 10] [--rounds 3] [--ingest-seconds 30]
         [--rate-factor 3] [--optimizers 1] [--calibration brief|plain|both]
-        [--only download|ingest] [--patience 60]
+        [--only download|ingest] [--images NAME...] [--patience 60]
         [--by-id] [--serve-only] [--also LABEL=PATH ...]
 
 Run from the repository root. The prototype's code is not here:
@@ -28,8 +28,10 @@ DATABASE_URL names it), removed at the end.
    (``brief``: the per-image CPU figures it was measured at; ``plain``: one
    Pillow re-save). Then ours through ``bench.sustained.one_run`` (raw bodies,
    open loop) offered ``--rate-factor`` times the highest prototype rate of that
-   image: accepted/s, optimized/s, lag, backlog, drain and ratio, and the
-   ratios to each prototype rate (and to the published 16.5 req/s for brick).
+   image: accepted/s, optimized/s, lag, backlog, drain and ratio, the
+   end-to-end rate (until every served byte was final) and the server's CPU
+   per image with all background work, and the ratios to each prototype rate
+   (and to the published 16.5 req/s for brick). ``--images`` picks the images.
    Rates are over the time the offer really took (see ``offer_timed``). A 30 s
    run can hardly build a lag past the bound (60 s); the project's goals need
    ``--ingest-seconds 180``. one_run waits for the backlog to drain
@@ -54,7 +56,7 @@ from pathlib import Path
 from types import FrameType
 
 from bench.sidebyside.download import download
-from bench.sidebyside.ingest import ingest
+from bench.sidebyside.ingest import IMAGES, ingest
 from bench.support import database_kind
 
 
@@ -95,6 +97,13 @@ def main() -> None:
     parser.add_argument("--optimizers", type=int, default=1)
     parser.add_argument("--calibration", choices=["brief", "plain", "both"], default="both")
     parser.add_argument("--only", choices=["download", "ingest"])
+    parser.add_argument(
+        "--images",
+        nargs="+",
+        choices=IMAGES,
+        default=list(IMAGES),
+        help="the images of the ingest phase (default: both)",
+    )
     parser.add_argument(
         "--patience", type=float, default=60.0, help="seconds to wait for a quiet machine"
     )
@@ -147,6 +156,7 @@ def main() -> None:
                     args.optimizers,
                     calibrations,
                     args.patience,
+                    tuple(args.images),
                 )
     except KeyboardInterrupt:
         print("\ninterrupted: servers stopped, temporary files removed", file=sys.stderr)

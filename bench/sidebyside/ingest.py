@@ -44,14 +44,14 @@ class PrototypeIngest:
 
 
 def prototype_ingest(
-    tmp: Path, calibration: str, seconds: float, patience: float
+    tmp: Path, calibration: str, seconds: float, patience: float, images: tuple[str, ...]
 ) -> dict[str, PrototypeIngest]:
     """Closed loop at c4: each image in turn for ``seconds``, JSON with base64, unique keys."""
     found = {}
     with ExitStack() as stack:
         directory = tmp / f"in-prototype-{calibration}"
         server = start_prototype(stack, directory, "prototype", calibration)
-        for name in IMAGES:
+        for name in images:
             encoded = tmp / f"{name}.b64"
             encoded.write_bytes(base64.b64encode((CORPUS / name).read_bytes()))
             script = tmp / f"{name}.lua"
@@ -85,8 +85,9 @@ def ingest(
     optimizers: int,
     calibrations: list[str],
     patience: float,
+    images: tuple[str, ...] = IMAGES,
 ) -> None:
-    prototype = {c: prototype_ingest(tmp, c, seconds, patience) for c in calibrations}
+    prototype = {c: prototype_ingest(tmp, c, seconds, patience, images) for c in calibrations}
     print(
         f"\nIngest, prototype (inline, accepted == done): closed loop, wrk c4, JSON base64, "
         f"unique keys, {seconds:.0f} s per image (published: brick "
@@ -113,12 +114,12 @@ def ingest(
     print(
         f"{'image':<20} {'offered/s':>9} {'offer s':>7} {'accepted/s':>10} {'optimized/s':>11} "
         f"{'max lag s':>9} {'end lag s':>9} {'backlog':>7} {'drain s':>7} {'ratio':>6} "
-        f"{'bounded':>7} {'busy before':>11}"
+        f"{'bounded':>7} {'e2e/s':>6} {'CPU ms/img':>10} {'busy before':>11}"
     )
     ratios = []
     brick = None
     longest = 0.0
-    for name in IMAGES:
+    for name in images:
         rate = factor * max(figures[name].rate for figures in prototype.values())
         busy_before = settle(patience)
         durations: list[float] = []
@@ -127,13 +128,16 @@ def ingest(
         took = max(durations[0], seconds)
         longest = max(longest, took)
         accepted, optimized = run.accepted / took, run.optimized_during / took
+        # Counted until the last served byte was final (the optimize backlog empty).
+        e2e = run.accepted / (took + run.final_drain_seconds)
+        cpu_ms = run.cpu_final * 1000 / max(run.accepted, 1)
         if name == IMAGES[0]:
-            brick = accepted, optimized
+            brick = accepted, optimized, e2e
         print(
             f"{name:<20} {rate:9.1f} {took:7.1f} {accepted:10.1f} {optimized:11.1f} "
             f"{run.max_lag:9.1f} {run.lag_at_end:9.1f} {run.backlog_at_end:7.0f} "
             f"{run.drain_seconds:7.1f} {run.ratios['all']:6.4f} "
-            f"{'yes' if run.bounded else 'no':>7} {busy_before:11.2f}"
+            f"{'yes' if run.bounded else 'no':>7} {e2e:6.1f} {cpu_ms:10.1f} {busy_before:11.2f}"
             + (f"  ({run.errors} errors)" if run.errors else ""),
             flush=True,
         )
@@ -141,24 +145,29 @@ def ingest(
             reference = figures[name].rate
             ratios.append(
                 f"{name:<20} {calibration:<12} {reference:10.1f} "
-                f"{accepted / reference:12.2f}x {optimized / reference:13.2f}x"
+                f"{accepted / reference:12.2f}x {optimized / reference:13.2f}x "
+                f"{e2e / reference:8.2f}x"
             )
     print("\nIngest, ours / prototype (accepted/s and optimized/s over the prototype's req/s)")
     print(
-        f"{'image':<20} {'calibration':<12} {'proto/s':>10} {'accepted/p':>13} {'optimized/p':>14}"
+        f"{'image':<20} {'calibration':<12} {'proto/s':>10} {'accepted/p':>13} "
+        f"{'optimized/p':>14} {'e2e/p':>9}"
     )
     print("\n".join(ratios))
     if brick is not None:
         published = PUBLISHED["ingest brick req/s"]
         print(
             f"{IMAGES[0]:<20} {'published':<12} {published:10.1f} "
-            f"{brick[0] / published:12.2f}x {brick[1] / published:13.2f}x"
+            f"{brick[0] / published:12.2f}x {brick[1] / published:13.2f}x "
+            f"{brick[2] / published:8.2f}x"
         )
     print(
         "offer s: how long the open-loop offer really took (over the nominal seconds when "
         "the server fell behind); accepted/s and optimized/s are over it. bounded: "
         f"bench.sustained's verdict (lag at the end of the offer <= {LAG_BOUND} s); "
-        "ratio: its bytes at rest / bytes received, all images, after the drain"
+        "ratio: its bytes at rest / bytes received, all images, after the drain; e2e/s: "
+        "accepted images over the offer plus the time until every served byte was final; "
+        "CPU ms/img: the server's (serve and its workers) over that time, all work, per image"
     )
     if longest < LAG_BOUND:
         print(
