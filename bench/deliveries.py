@@ -1,6 +1,7 @@
 """Webhooks and MQTT (API.md §16): what deliveries cost uploads, their latency, a drain.
 
-    python bench/deliveries.py [--uploads 1000] [--pairs 3] [--also-nice N] [--clients 4]
+    python bench/deliveries.py [--uploads 1000] [--pairs 3] [--also-nice N] [--also-spin]
+        [--clients 4]
         [--workers 2] [--paced 200] [--interval 0.05] [--drain 1000] [--down-extra 0]
         [--output /tmp/deliveries_bench.txt] [--database sqlite|postgres]
 
@@ -30,7 +31,10 @@ bench/receivers.py holds them, bench/delivery_service.py the uploads and
    ``serve`` runs its deliverer in the idle class (``deliver --idle``). With
    ``--also-nice N`` each pair gets a third run (C): B with every thread of
    serve's deliverer moved to the normal class at nice N (an experiment). With
-   ``--pairs 0``, only 2 and 3.
+   ``--also-spin`` each pair gets a run S, the control: as A, with a busy
+   loop per core in the idle class beside the uploads, so what idle-class
+   work of any kind costs the uploads on this machine is printed beside what
+   the deliverer's costs. With ``--pairs 0``, only 2 and 3.
 2. Latency from an upload's 201 to its first arrival at each live receiver,
    and at the subscriber: p50/p99/max pooled over the B runs (under load,
    ``--clients`` uploading as fast as answered) and, on one more ``serve`` as
@@ -54,6 +58,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[0] = str(ROOT)  # bench/http.py would shadow the standard library's http
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import math  # noqa: E402
 import os  # noqa: E402
 import shutil  # noqa: E402
@@ -69,6 +74,7 @@ from bench.delivery_service import (  # noqa: E402
     Service,
     Uploads,
     box_cpu,
+    idle_spinners,
     images,
     upload_all,
 )
@@ -139,6 +145,7 @@ class Run:
     box_busy: float
     others: float  # CPU seconds of the receivers' process and the broker while uploading
     nice: int = 0  # the deliverer's
+    spin: bool = False  # an idle-class busy loop per core beside the uploads
     caught_up: float = 0.0  # seconds from the last 201 to the last arrival
     deliver_cpu_until_caught_up: float = 0.0
     arrivals: dict = field(default_factory=dict)
@@ -155,6 +162,7 @@ def rate_run(
     batch: list[tuple[str, str, bytes]],
     warm: list[tuple[str, str, bytes]],
     nice: int = 0,
+    spin: bool = False,
 ) -> Run:
     helpers = [receivers.pid, broker.process.pid]
     with tempfile.TemporaryDirectory() as tmp, fresh_database(Path(tmp)) as database_url:
@@ -176,12 +184,13 @@ def rate_run(
             receivers.call("take")
             cpu_before, box_before = service.cpu(), box_cpu()
             others_before = sum(process_cpu(pid) for pid in helpers)
-            uploads = upload_all(service.port, batch, args.clients)
+            with idle_spinners() if spin else contextlib.nullcontext():
+                uploads = upload_all(service.port, batch, args.clients)
             cpu_after, box_after = service.cpu(), box_cpu()
             others = sum(process_cpu(pid) for pid in helpers) - others_before
             cpu = {role: cpu_after[role] - cpu_before.get(role, 0.0) for role in cpu_after}
             busy = (box_after[0] - box_before[0]) / max(box_after[1] - box_before[1], 1e-9)
-            run = Run(name, delivering, uploads, cpu, busy, others, nice)
+            run = Run(name, delivering, uploads, cpu, busy, others, nice, spin)
             if delivering:
                 done = wait_delivered(receivers, len(uploads.answered), 300)
                 run.caught_up = done - uploads.ended
@@ -195,7 +204,7 @@ def rate_run(
 
 def label(run: Run) -> str:
     if not run.delivering:
-        return "none"
+        return "none, idle-class spinners" if run.spin else "none"
     return "10 hooks + MQTT" + (f", nice {run.nice}" if run.nice else "")
 
 
@@ -229,8 +238,9 @@ def summary(say: Report, runs: list[Run], kinds: list[tuple[str, bool, int]]) ->
         )
         for run in runs
     }
-    none = statistics.median(run.uploads.rate for run in runs if not run.delivering)
-    http_none = statistics.median(per_upload[run.name][0] for run in runs if not run.delivering)
+    plain = [run for run in runs if run.name.startswith("A")]
+    none = statistics.median(run.uploads.rate for run in plain)
+    http_none = statistics.median(per_upload[run.name][0] for run in plain)
     for letter, delivering, _ in kinds:
         these = [run for run in runs if run.name.startswith(letter)]
         rate = statistics.median(run.uploads.rate for run in these)
@@ -239,6 +249,8 @@ def summary(say: Report, runs: list[Run], kinds: list[tuple[str, bool, int]]) ->
             f"{letter} ({label(these[0])}): median {rate:.1f} uploads/s, "
             f"HTTP workers {1000 * http:.2f} ms CPU per upload"
         )
+        if not delivering and letter != "A":
+            line += f"; rate ratio to A {rate / none:.3f}: cost {100 * (1 - rate / none):.1f} %"
         if delivering:
             deliverer = statistics.median(per_upload[run.name][1] for run in these)
             implied = 1 - http_none / (http + deliverer)
@@ -316,6 +328,11 @@ def main() -> None:
         metavar="N",
         help="a third run per round (C): as B with serve's deliverer reniced to N",
     )
+    parser.add_argument(
+        "--also-spin",
+        action="store_true",
+        help="a run per round (S): as A with an idle-class busy loop per core (the control)",
+    )
     parser.add_argument("--output", type=Path, default=Path("/tmp/deliveries_bench.txt"))
     parser.add_argument(
         "--database",
@@ -363,11 +380,22 @@ def main() -> None:
         kinds = [("A", False, 0), ("B", True, 0)]
         if args.also_nice:
             kinds.append(("C", True, args.also_nice))
+        if args.also_spin:
+            kinds.append(("S", False, 0))
         for pair in range(args.pairs):
             for letter, delivering, nice in kinds:
                 name = f"{letter}{pair + 1}"
                 run = rate_run(
-                    args, name, delivering, broker, receivers, dead_url, batch, warm, nice
+                    args,
+                    name,
+                    delivering,
+                    broker,
+                    receivers,
+                    dead_url,
+                    batch,
+                    warm,
+                    nice,
+                    spin=letter == "S",
                 )
                 runs.append(run)
                 say(row(run))
@@ -421,7 +449,8 @@ def main() -> None:
                 duplicates = sum(arrivals["posts"]) - sum(len(a) for a in arrivals["hooks"])
                 say(f"  (repeated posts: {duplicates}; MQTT messages {arrivals['mqtt'][1]})")
                 say()
-                drain(args, say, service, receivers)
+                if args.drain:
+                    drain(args, say, service, receivers)
                 problems = service.problems()
                 if problems:
                     say(f"serve log: {dict(problems)}")

@@ -20,6 +20,8 @@ import threading
 import time
 import urllib.request
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -237,3 +239,24 @@ def box_cpu() -> tuple[float, float]:
     tick = os.sysconf("SC_CLK_TCK")
     idle = fields[3] + fields[4]  # idle, iowait
     return (sum(fields) - idle) / tick, sum(fields) / tick
+
+
+@contextmanager
+def idle_spinners() -> Iterator[None]:
+    """A busy loop per core in the idle scheduling class, for as long as the block runs.
+
+    The control for what any idle-class work costs uploads on this machine,
+    with nothing of the deliverer's in it (``bench/deliveries.py --also-spin``).
+    """
+    code = (
+        "import os\n"
+        "os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))\n"
+        "while True:\n    pass\n"
+    )
+    spinners = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(os.cpu_count() or 1)]
+    try:
+        yield
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
