@@ -40,6 +40,7 @@ from bench.support import (
 )
 
 DEVICES = 10
+LIVE = 9  # live webhook receivers; one more is dead (a closed port)
 PREFIX = "bench"
 ROLES = {
     "http": "config.wsgi:application",
