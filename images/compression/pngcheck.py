@@ -25,6 +25,7 @@ stream and size.
 from __future__ import annotations
 
 import io
+import itertools
 import re
 import struct
 import zlib
@@ -242,6 +243,7 @@ class _Inflater:
 
 # What of the image data is read to judge its filters: a few rows suffice.
 _SAMPLE_BYTES = 1 << 16
+_CHUNKS_BEFORE_DATA = 1000
 
 
 def deflated_at_maximum(data: bytes) -> bool:
@@ -263,7 +265,9 @@ def deflated_at_maximum(data: bytes) -> bool:
     if interlaced:
         return False
     stride = 1 + (width * bits_per_pixel + 7) // 8
-    for chunk in chunks:
+    # A file can hold millions of empty chunks before its image data; a
+    # judgement needs no more than a few dozen.
+    for chunk in itertools.islice(chunks, _CHUNKS_BEFORE_DATA):
         if chunk.kind == b"acTL":
             return False
         if chunk.kind != b"IDAT":

@@ -11,6 +11,7 @@ from PIL import Image, PngImagePlugin
 
 from conftest import ROOT
 from images.compression import CHECK, FULL, QUICK, compress, pixels_equal
+from images.compression.pngcheck import deflated_at_maximum
 from images.tests.conftest_compression import (
     ICC,
     assert_lossless,
@@ -139,3 +140,15 @@ def test_quick_still_shrinks_the_same_pixels_deflated_less_or_left_unfiltered() 
     # The same pixels filtered and at level 9 are kept as received.
     kept = maximum_deflate_png(image, filtered=True)
     assert compress(kept, effort=QUICK).data == kept
+
+
+def test_quick_tries_a_maximum_deflate_whose_data_comes_after_too_many_chunks() -> None:
+    # The judgement reads a bounded number of chunks: past it, the file is
+    # simply tried (a hostile file may hold millions of empty chunks).
+    kept = maximum_deflate_png(camera_like().convert("L"), filtered=True)
+    assert deflated_at_maximum(kept)
+    padded = kept[:33] + png_chunk(b"tEXt", b"") * 1500 + kept[33:]
+    assert not deflated_at_maximum(padded)
+    result = compress(padded, effort=QUICK)
+    assert result.method == "oxipng"
+    assert pixels_equal(result.data, padded)
