@@ -88,6 +88,14 @@ class Run:
     cpu_final: float = 0.0  # the server's CPU seconds until every served byte was final
     cpu_all: float = 0.0  # ... until both backlogs were empty
 
+    def e2e_rate(self, offer_seconds: float) -> float:
+        """Accepted images per second, counted until the last served byte was final."""
+        return self.accepted / (offer_seconds + self.final_drain_seconds)
+
+    def cpu_ms(self, cpu_seconds: float) -> float:
+        """``cpu_seconds`` of the server per accepted image, in ms."""
+        return cpu_seconds * 1000 / max(self.accepted, 1)
+
     @property
     def bounded(self) -> bool:
         """Whether the optimizer kept up: at the end, nothing had waited longer than the bound."""
@@ -204,6 +212,8 @@ def one_run(
                     break
                 time.sleep(1.0)
             run.cpu_all = tree_cpu(server.pid) - cpu_start
+            if final_at is None:  # never all final within the wait: all it took
+                run.cpu_final = run.cpu_all
             run.drain_seconds = time.monotonic() - drain_start
             run.final_drain_seconds = (final_at or time.monotonic()) - drain_start
             run.efforts = {
@@ -266,15 +276,14 @@ def main() -> None:
         for rate in args.rates:
             for optimizers in args.optimizers:
                 run = one_run(args.image, rate, optimizers, args.seconds, s3_env, args.checkout)
-                per_image = 1000 / max(run.accepted, 1)
                 backlogs = f"{run.backlog_at_end:.0f}+{run.compact_at_end:.0f}"
                 print(
                     f"{rate:9.1f} {optimizers:10d} {run.accepted / args.seconds:10.1f} "
                     f"{run.optimized_during / args.seconds:8.1f} {run.max_lag:9.1f} "
                     f"{run.max_compact_lag:9.1f} {backlogs:>9} {run.drain_seconds:7.1f} "
                     f"{run.ratios['all']:6.4f} {'yes' if run.bounded else 'no':>7} "
-                    f"{run.accepted / (args.seconds + run.final_drain_seconds):6.1f} "
-                    f"{run.cpu_final * per_image:8.1f} {run.cpu_all * per_image:6.1f}  "
+                    f"{run.e2e_rate(args.seconds):6.1f} "
+                    f"{run.cpu_ms(run.cpu_final):8.1f} {run.cpu_ms(run.cpu_all):6.1f}  "
                     + "/".join(f"{run.efforts.get(e, 0):.0f}" for e in ("full", "quick", "none"))
                     + (f"  ({run.errors} errors)" if run.errors else ""),
                     flush=True,

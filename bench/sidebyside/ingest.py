@@ -128,9 +128,7 @@ def ingest(
         took = max(durations[0], seconds)
         longest = max(longest, took)
         accepted, optimized = run.accepted / took, run.optimized_during / took
-        # Counted until the last served byte was final (the optimize backlog empty).
-        e2e = run.accepted / (took + run.final_drain_seconds)
-        cpu_ms = run.cpu_final * 1000 / max(run.accepted, 1)
+        e2e, cpu_ms = run.e2e_rate(took), run.cpu_ms(run.cpu_final)
         if name == IMAGES[0]:
             brick = accepted, optimized, e2e
         print(
