@@ -262,12 +262,12 @@ def deflated_at_maximum(data: bytes) -> bool:
     file = io.BytesIO(data)
     chunks = _chunks(file)
     try:
-        width, _, bits_per_pixel, interlaced = _header(file, chunks)
+        width, height, bits_per_pixel, interlaced = _header(file, chunks)
     except InvalidImage:
         return False
     if interlaced:
         return False
-    stride = 1 + (width * bits_per_pixel + 7) // 8
+    [(_, stride)] = _scanlines(width, height, bits_per_pixel, interlaced)
     # A file can hold millions of empty chunks before its image data; a
     # judgement needs no more than a few dozen.
     for chunk in itertools.islice(chunks, _CHUNKS_BEFORE_DATA):

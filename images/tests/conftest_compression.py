@@ -86,17 +86,24 @@ def png_chunk(kind: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
 
-def png16(width: int, height: int, colour_type: int, samples: bytes) -> bytes:
-    """A 16-bit PNG from big-endian samples, unfiltered and stored uncompressed (Pillow can't)."""
+def unfiltered_png(
+    width: int, height: int, depth: int, colour_type: int, samples: bytes, *, level: int
+) -> bytes:
+    """A PNG of ``samples``, every row unfiltered, deflated by zlib at ``level`` (Pillow can't)."""
     row = len(samples) // height
     raw = b"".join(b"\x00" + samples[y * row : (y + 1) * row] for y in range(height))
-    header = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)
+    header = struct.pack(">IIBBBBB", width, height, depth, colour_type, 0, 0, 0)
     return (
         b"\x89PNG\r\n\x1a\n"
         + png_chunk(b"IHDR", header)
-        + png_chunk(b"IDAT", zlib.compress(raw, 0))
+        + png_chunk(b"IDAT", zlib.compress(raw, level))
         + png_chunk(b"IEND", b"")
     )
+
+
+def png16(width: int, height: int, colour_type: int, samples: bytes) -> bytes:
+    """A 16-bit PNG from big-endian samples, unfiltered and stored uncompressed."""
+    return unfiltered_png(width, height, 16, colour_type, samples, level=0)
 
 
 def png_ihdr(data: bytes) -> tuple[int, int, int, int]:

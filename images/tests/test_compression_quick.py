@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 import struct
-import zlib
 
 import pytest
 from PIL import Image, PngImagePlugin
@@ -23,6 +22,7 @@ from images.tests.conftest_compression import (
     png_chunk,
     png_ihdr,
     png_samples,
+    unfiltered_png,
 )
 
 
@@ -103,16 +103,7 @@ def maximum_deflate_png(image: Image.Image, *, filtered: bool) -> bytes:
     """``image`` (L) as a PNG that zlib deflated at level 9: rows filtered (Pillow's) or not."""
     if filtered:
         return encode(image, "PNG", compress_level=9)
-    width, height = image.size
-    pixels = image.tobytes()
-    raw = b"".join(b"\x00" + pixels[y * width : (y + 1) * width] for y in range(height))
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + png_chunk(b"IHDR", header)
-        + png_chunk(b"IDAT", zlib.compress(raw, 9))
-        + png_chunk(b"IEND", b"")
-    )
+    return unfiltered_png(*image.size, 8, 0, image.tobytes(), level=9)
 
 
 def test_quick_keeps_a_png_zlib_deflated_at_maximum_and_full_still_shrinks_it() -> None:
