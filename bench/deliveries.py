@@ -15,7 +15,7 @@ receivers and an MQTT subscriber to ``bench/#`` live in a forked process;
 both in the idle scheduling class (they stand for machines elsewhere, so
 they take only CPU nothing else wants; their CPU is printed):
 bench/receivers.py holds them, bench/delivery_service.py the uploads and
-``serve``.
+``serve``, bench/delivery_report.py what is printed.
 
 1. Rates: ``--pairs`` pairs of runs, interleaved A B A B: a fresh ``serve``
    with no receivers (A), then one with 10 webhooks registered by ``manage.py
