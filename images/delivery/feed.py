@@ -4,7 +4,7 @@ Measured (bench/deliveries.py, docs/performance.md): eleven receiver threads
 each querying the outbox, and each writing its cursor, on every wake cost
 6–7 ms of CPU per upload, more than the upload itself. So the deliverer's
 main thread reads what is new once (``seq`` above the last it read, plain
-tuples), and each receiver thread takes its share from memory. A receiver
+tuples), and each receiver takes its share from memory. A receiver
 further behind than what the feed holds (one that was failing, or a new
 deliverer's first round) reads the outbox itself until it catches up.
 
@@ -28,35 +28,11 @@ FEED_EVENTS = 5_000
 READ_BATCH = 2_000
 
 
-class Wakeup:
-    """A generation count the deliverer raises when events may be waiting."""
-
-    def __init__(self) -> None:
-        self._condition = threading.Condition()
-        self._generation = 0
-
-    def ring(self) -> None:
-        with self._condition:
-            self._generation += 1
-            self._condition.notify_all()
-
-    def wait(self, seen: int, timeout: float) -> int:
-        with self._condition:
-            self._condition.wait_for(lambda: self._generation != seen, timeout)
-            return self._generation
-
-    @property
-    def generation(self) -> int:
-        with self._condition:
-            return self._generation
-
-
 class Feed:
-    """The events in ``(start, upto]``, in order, shared by a deliverer's receiver threads."""
+    """The events in ``(start, upto]``, in order, shared by a deliverer's receivers."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self.wakeup = Wakeup()
         # In seq order; ``_seqs`` beside them finds a cursor's place by bisection.
         self._events: list[Event] = []
         self._seqs: list[int] = []

@@ -1,23 +1,29 @@
-"""One receiver's deliveries: in order, under a lease, with backoff; a thread of its own.
+"""One receiver's deliveries: in order, under a lease, with backoff; a task on the deliverer's loop.
+
+Every receiver a deliverer holds is a task on one event loop
+(:mod:`images.delivery.sending`); what blocks (the database, the MQTT
+client's acknowledgements) runs in threads beside it, so a slow or dead
+receiver delays only itself.
 
 Its state (cursor, failures) lives in memory while this deliverer holds the
-receiver. The thread marks what changed (a failure at once, its cursor at
+receiver. The task marks what changed (a failure at once, its cursor at
 most every ``CURSOR_SECONDS``) and the deliverer's main thread writes it, for
 every receiver in one transaction, with the leases' renewal
 (:func:`states_written`). After a crash the
 events of those seconds are sent again, which at-least-once allows.
 
 Why the main thread: each write takes SQLite's one write lock, which an
-upload may then wait for. In ``serve`` the receiver threads run in the idle
-scheduling class, which any other thread preempts at once; one preempted
-while it held the lock could keep uploads sleeping in SQLite's busy handler
-until a CPU fell idle (a priority inversion; docs/performance.md,
+upload may then wait for. In ``serve`` the loop runs in the idle
+scheduling class, which any other thread preempts at once; a thread
+preempted while it held the lock could keep uploads sleeping in SQLite's
+busy handler until a CPU fell idle (a priority inversion; docs/performance.md,
 "Deliveries"). The main thread runs in the normal class at nice 19, and
 writes once a second at most.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import random
@@ -27,7 +33,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections, transaction
+from django.db import DatabaseError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -36,7 +42,9 @@ from images.delivery.feed import Feed
 from images.delivery.models import MQTT, Receiver
 from images.delivery.mqtt import Broker, Publisher
 from images.delivery.outbox import Event
-from images.delivery.webhooks import DELIVERED, Outcome, Poster
+from images.delivery.posting import Poster
+from images.delivery.sending import Sending
+from images.delivery.webhooks import DELIVERED, Outcome
 from ops import metrics
 
 log = logging.getLogger(__name__)
@@ -58,49 +66,50 @@ class ReceiverLoop:
         *,
         holder: str,
         feed: Feed,
+        sending: Sending,
         broker: Broker | None,
         stopping: threading.Event,
     ) -> None:
         self.receiver = receiver
         self.holder = holder
         self.feed = feed
+        self.sending = sending
         self.stopping = stopping
         self.lost = False
         self.cursor = receiver.cursor  # in memory; the row's may lag by a few seconds
         self._saved_at = time.monotonic()
-        # Marked by this thread, written by the deliverer's main thread.
+        # Marked by this task, written by the deliverer's main thread.
         self._unsaved: dict[str, object] = {}
         self._unsaved_lock = threading.Lock()
         self.publisher = Publisher(broker) if receiver.kind == MQTT and broker is not None else None
         self.poster = Poster(receiver)
 
-    def run(self) -> None:
-        seen = self.feed.wakeup.generation
+    async def run(self) -> None:
+        seen = self.sending.generation
         try:
             # Until removed, or taken over after we stalled (states_written finds out).
             while not self.stopping.is_set() and not self.lost:
                 wait = self._due_in()
                 if wait > 0:
-                    self.stopping.wait(min(wait, POLL_SECONDS))
+                    await asyncio.sleep(min(wait, POLL_SECONDS))
                     continue
                 try:
-                    busy = self._round()
+                    busy = await self._round()
                     if time.monotonic() - self._saved_at >= CURSOR_SECONDS:
                         self._save(cursor=self.cursor)
                 except DatabaseError as exc:
                     # Waited out like an optimizer's outage; what was sent and
                     # not yet recorded is sent again (at least once).
                     log.warning("deliveries to %s: %s", self.receiver, exc)
-                    close_old_connections()
-                    self.stopping.wait(random.uniform(0.05, 0.5))
+                    await asyncio.sleep(random.uniform(0.05, 0.5))
                     continue
                 if not busy:
-                    seen = self.feed.wakeup.wait(seen, POLL_SECONDS)
+                    seen = await self.sending.woken(seen, POLL_SECONDS)
         finally:
-            self._let_go()
+            self.poster.close()
+            await self.sending.blocking(self._let_go)
 
     def _let_go(self) -> None:
-        self.poster.close()
         if self.publisher is not None:
             self.publisher.close()
         with contextlib.suppress(DatabaseError):  # else the lease runs out by itself
@@ -115,23 +124,21 @@ class ReceiverLoop:
         retry_at = self.receiver.retry_at
         return 0.0 if retry_at is None else (retry_at - timezone.now()).total_seconds()
 
-    def _round(self) -> bool:
+    async def _round(self) -> bool:
         """Send what is waiting; False when nothing was."""
         shared = self.feed.after(self.cursor, self.receiver.device, BATCH)
         if shared is None:  # behind the feed: read the outbox itself
-            head = outbox.head()
-            events: Sequence[Event] = outbox.pending(self.receiver.device, self.cursor, BATCH)
-            covered = head if len(events) < BATCH else events[-1].seq
+            events, covered = await self.sending.blocking(self._behind)
         else:
             events, covered = shared
         if not events:
             self.cursor = max(self.cursor, covered)  # nothing of ours up to there
             return False
-        done, outcome = self._send(events)
+        done, outcome = await self._send(events)
         if done:
             self.cursor = events[done - 1].seq
         if outcome.result == "retry":
-            self._failed(events[done], outcome)
+            await self.sending.blocking(self._failed, events[done], outcome)
             return True
         self.cursor = max(self.cursor, covered)
         if self.receiver.attempts:
@@ -140,18 +147,24 @@ class ReceiverLoop:
             )
         return True
 
-    def _send(self, events: Sequence[Event]) -> tuple[int, Outcome]:
+    def _behind(self) -> tuple[Sequence[Event], int]:
+        """The next events from the outbox itself, and how far they cover (a thread)."""
+        head = outbox.head()
+        events = outbox.pending(self.receiver.device, self.cursor, BATCH)
+        return events, head if len(events) < BATCH else events[-1].seq
+
+    async def _send(self, events: Sequence[Event]) -> tuple[int, Outcome]:
         """Send in order until one must be retried: how many are done, and the last outcome."""
         kind = self.receiver.kind
         if self.publisher is not None:
-            done, outcome = self.publisher.send(list(events))
+            done, outcome = await self.sending.blocking(self.publisher.send, list(events))
             metrics.record_deliveries(kind, "delivered", done)
             return done, outcome
         outcome = DELIVERED
         counts = {"delivered": 0, "refused": 0}  # counted once per round, not per event
         try:
             for done, event in enumerate(events):
-                outcome = self.poster.post(event)
+                outcome = await self.poster.post(event)
                 if outcome.result == "retry":
                     return done, outcome
                 counts[outcome.result] += 1
@@ -163,6 +176,7 @@ class ReceiverLoop:
                 metrics.record_deliveries(kind, result, count)
 
     def _failed(self, event: Event, outcome: Outcome) -> None:
+        """Count the failure and mark the backoff (a thread: a give-up reads the outbox)."""
         receiver = self.receiver
         now = timezone.now()
         metrics.record_deliveries(receiver.kind, "retried")
@@ -193,7 +207,7 @@ class ReceiverLoop:
                     self._unsaved[key] = value
 
     def flush(self) -> None:
-        """Write what changed now (this thread's own last word, when it lets go)."""
+        """Write what changed now (this receiver's own last word, when it lets go)."""
         fields = self._take_unsaved()
         if fields:
             self._write(fields)

@@ -1,21 +1,22 @@
-"""Delivering: each receiver served by one thread, under a lease, in outbox order.
+"""Delivering: each receiver served by one task, under a lease, in outbox order.
 
 A :class:`Deliverer` (``serve``'s background work, ``manage.py deliver``, or
 ``runserver``'s thread) claims receivers nobody else holds: a lease in the
 receiver's row, renewed while it works, so any number of deliverers in any
 number of instances share the receivers and each receiver's events go out
-in order. One thread per receiver keeps a slow or dead receiver from
-delaying another; uploads never wait for any of them (they only write the
-outbox).
+in order. Each receiver is a task of its own on one event loop
+(:mod:`.sending`), so a slow or dead receiver delays no other; uploads
+never wait for any of them (they only write the outbox).
 
 Events are sent as they commit: the deliverer listens to the live channel
 (the same events as the event streams, from any instance) and wakes its
-threads; a poll every second finds the rest (deletions, and any event whose
+tasks; a poll every second finds the rest (deletions, and any event whose
 notice was lost).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import logging
 import os
@@ -42,6 +43,7 @@ from images.delivery.receiver import (
     states_written,
     take_lease,
 )
+from images.delivery.sending import Sending
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +57,7 @@ PACE_SECONDS = 0.1
 
 
 class Deliverer:
-    """``idle``: each receiver's thread in the idle scheduling class (Linux), as ``serve`` runs it.
+    """``idle``: the receivers' event loop in Linux's idle scheduling class, as ``serve`` runs it.
 
     This thread, which writes to the database, stays where it was started
     (``deliver --idle`` puts it at nice 19): see :mod:`.receiver` for why.
@@ -66,7 +68,8 @@ class Deliverer:
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"[:100]
         self.feed = Feed()
         self.broker = Broker.parse(settings.IMAGES_MQTT) if settings.IMAGES_MQTT else None
-        self._threads: dict[int, threading.Thread] = {}
+        self._sending: Sending | None = None  # started with the first receiver
+        self._tasks: dict[int, concurrent.futures.Future[None]] = {}
         self._loops: dict[int, ReceiverLoop] = {}
 
     def run(self, stopping: threading.Event) -> None:
@@ -92,8 +95,8 @@ class Deliverer:
                         states_written(list(self._loops.values()), self.holder, renew=renew)
                         saved_at = now
                         renewed_at = now if renew else renewed_at
-                    if self._threads and self.feed.refresh():
-                        self.feed.wakeup.ring()
+                    if self._sending is not None and self._tasks and self.feed.refresh():
+                        self._sending.ring()
                     self._forget_delivered()
                     read_at = time.monotonic()
                 except DatabaseError:
@@ -106,9 +109,10 @@ class Deliverer:
         finally:
             if subscription is not None:
                 live.hub().unsubscribe(subscription)
-            self.feed.wakeup.ring()
-            for thread in list(self._threads.values()):
-                thread.join()
+            if self._sending is not None:
+                self._sending.ring()
+                concurrent.futures.wait(list(self._tasks.values()))
+                self._sending.stop()
 
     # --- receivers ---
 
@@ -128,43 +132,40 @@ class Deliverer:
             outbox.forget_wanted()
 
     def _claim(self, stopping: threading.Event) -> None:
-        for key, thread in list(self._threads.items()):
-            if not thread.is_alive():
-                del self._threads[key]
+        for key, task in list(self._tasks.items()):
+            if task.done():
+                del self._tasks[key]
         kinds = [WEBHOOK] + ([MQTT] if self.broker is not None else [])
         now = timezone.now()
         free = Receiver.objects.filter(kind__in=kinds).filter(
             Q(lease_until__isnull=True) | Q(lease_until__lt=now) | Q(lease_holder=self.holder)
         )
-        for receiver in free.exclude(pk__in=list(self._threads)):
+        for receiver in free.exclude(pk__in=list(self._tasks)):
             if take_lease(receiver, self.holder):
-                thread = threading.Thread(
-                    target=self._serve,
-                    args=(receiver, stopping),
-                    name=f"deliver-{receiver.pk}",
-                    daemon=True,
+                if self._sending is None:
+                    self._sending = Sending(idle=self.idle)
+                loop = self._loops[receiver.pk] = ReceiverLoop(
+                    receiver,
+                    holder=self.holder,
+                    feed=self.feed,
+                    sending=self._sending,
+                    broker=self.broker,
+                    stopping=stopping,
                 )
-                self._threads[receiver.pk] = thread
-                thread.start()
+                self._tasks[receiver.pk] = self._sending.start(self._serve(loop))
 
-    def _serve(self, receiver: Receiver, stopping: threading.Event) -> None:
-        if self.idle and hasattr(os, "sched_setscheduler"):
-            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # this thread only
-        loop = self._loops[receiver.pk] = ReceiverLoop(
-            receiver, holder=self.holder, feed=self.feed, broker=self.broker, stopping=stopping
-        )
+    async def _serve(self, loop: ReceiverLoop) -> None:
         try:
-            loop.run()
+            await loop.run()
         except Exception:  # noqa: BLE001 - a receiver's failure must not end the others
-            log.exception("deliveries to %s stopped", receiver)
+            log.exception("deliveries to %s stopped", loop.receiver)
         finally:
-            self._loops.pop(receiver.pk, None)
-            close_old_connections()
+            self._loops.pop(loop.receiver.pk, None)
 
     # --- waking ---
 
     def _listen(self, subscription: live.Subscription | None) -> live.Subscription | None:
-        if not self._threads:
+        if not self._tasks:
             if subscription is not None:
                 live.hub().unsubscribe(subscription)
             return None

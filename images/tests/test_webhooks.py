@@ -264,7 +264,8 @@ def test_webhook_commands_list_remove_and_refuse_bad_values():
     url = "http://127.0.0.1:9/hook"
     key = int(run("add", url, "--device", "cam-*").split(":")[0].removeprefix("webhook "))
     assert f"{key}\t{url}\tcam-*\tafter event 0\tok" in run("list")
-    for bad in ("ftp://example.org/x", "http://user:pw@example.org/x", "not a url"):
+    bad_urls = ("ftp://example.org/x", "http://user:pw@example.org/x", "not a url", "http://h/a b")
+    for bad in bad_urls:
         with pytest.raises(CommandError, match="URL"):
             run("add", bad)
     with pytest.raises(CommandError, match="already registered"):

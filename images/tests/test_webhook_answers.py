@@ -1,0 +1,134 @@
+"""API.md §16 webhooks: what receivers answer, in every framing HTTP/1.1 allows, or never.
+
+The deliverer writes its requests and parses the answers itself, on one event
+loop for every receiver (images/delivery/posting.py). The receivers here are
+raw sockets that answer from a script, byte for byte, so each framing a real
+server may use is sent exactly; the service is ``runserver`` with a 1 s
+webhook timeout.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from conftest import LiveServer, start_runserver, stop, wait_until
+from images.tests.test_webhooks import Receiving, add, receiver_state, upload
+
+NO_CONTENT = b"HTTP/1.1 204 No Content\r\n\r\n"
+
+
+class Scripted:
+    """A receiver on a raw socket: each POST gets the next answer of ``answers`` (then 204).
+
+    An answer ending in ``None`` closes the connection after it is written;
+    ``hang=True`` reads requests and never answers.
+    """
+
+    def __init__(self, answers: list[bytes | tuple[bytes, None]], *, hang: bool = False) -> None:
+        self.answers = list(answers)
+        self.hang = hang
+        self.bodies: list[bytes] = []
+        self.connections = 0
+        self.lock = threading.Lock()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/hook"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.connections += 1
+            threading.Thread(target=self._serve, args=(connection,), daemon=True).start()
+
+    def _serve(self, connection: socket.socket) -> None:
+        reader = connection.makefile("rb")
+        with connection, reader:
+            while True:
+                head = b""
+                while not head.endswith(b"\r\n\r\n"):
+                    line = reader.readline()
+                    if not line:
+                        return
+                    head += line
+                length = next(
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                )
+                body = reader.read(length)
+                if self.hang:
+                    continue
+                with self.lock:
+                    self.bodies.append(body)
+                    answer = self.answers.pop(0) if self.answers else NO_CONTENT
+                if isinstance(answer, tuple):
+                    connection.sendall(answer[0])
+                    return
+                connection.sendall(answer)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    live = start_runserver(tmp_path_factory.mktemp("answers"), {"IMAGES_WEBHOOK_TIMEOUT": "1"})
+    yield live
+    stop(live.process)
+
+
+def test_every_framing_of_an_answer_is_understood(server):
+    receiver = Scripted(
+        [
+            # An interim answer first, then the final one.
+            b"HTTP/1.1 100 Continue\r\n\r\n" + NO_CONTENT,
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"5\r\nthank\r\n3\r\nyou\r\n0\r\n\r\n",
+            # A body that ends with the connection.
+            (b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nthanks", None),
+            b"HTTP/1.1 503 Busy\r\nRetry-After: 1\r\nContent-Length: 4\r\n\r\nbusy",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 70000\r\n\r\n" + b"x" * 70000,
+            (b"this is not HTTP\r\n\r\n", None),
+        ]
+    )
+    try:
+        key, _ = add(server, receiver.url)
+        ids = [upload(server, "framing-1")["id"] for _ in range(6)]
+        # Six events, two of them sent twice: the one answered 503, the one answered garbage.
+        wait_until(lambda: len(receiver.bodies) == 8, timeout=20)
+        posted = [body.decode() for body in receiver.bodies]
+        sent = [next(i for i in ids if i in body) for body in posted]
+        assert sent == [ids[0], ids[1], ids[2], ids[3], ids[3], ids[4], ids[4], ids[5]]
+        wait_until(lambda: receiver_state(server, key)["attempts"] == 0)
+        # Kept alive across the first two; a new connection after each close,
+        # after the garbage, and after the 70 KB body (closed, not drained).
+        assert receiver.connections == 4
+    finally:
+        receiver.close()
+        server.query("DELETE FROM images_receiver")
+
+
+def test_a_receiver_that_never_answers_is_timed_out_and_delays_no_other(server):
+    silent = Scripted([], hang=True)
+    alive = Receiving()
+    try:
+        key, _ = add(server, silent.url)
+        add(server, alive.url)
+        ids = [upload(server, "silent-1")["id"] for _ in range(5)]
+        # All five reach the live receiver while the silent one holds its first.
+        wait_until(lambda: len(alive.posts) == 5, timeout=10)
+        assert [body["id"] for body in alive.bodies()] == ids
+        wait_until(lambda: receiver_state(server, key)["failing_since"] is not None)
+        assert "no answer within 1 s" in receiver_state(server, key)["last_error"]
+    finally:
+        silent.close()
+        alive.close()
+        server.query("DELETE FROM images_receiver")
