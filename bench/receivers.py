@@ -28,6 +28,8 @@ import uuid
 from multiprocessing.connection import Connection
 from typing import Any
 
+import httptools
+
 
 class Loop:
     """One asyncio event loop in a thread of its own, which every webhook receiver shares."""
@@ -43,13 +45,13 @@ class Loop:
 class Receiver:
     """One webhook receiver on ``port`` (0: a free one, kept across down and up).
 
-    Its HTTP is a few lines over asyncio's streams, not http.server: it
-    stands for a machine elsewhere, so the less of this box's CPU it takes
-    the truer the bench; measured (a receivers' process's CPU over 5,400
-    kept-alive POSTs), 87 us per POST here against 150 us with a
-    ``ThreadingHTTPServer`` thread per connection. It reads what the
-    deliverer sends (HTTP/1.1, a ``Content-Length`` body, kept alive) and
-    nothing more general.
+    Its HTTP is an asyncio protocol over httptools' parser (as the
+    deliverer's), not http.server: it stands for a machine elsewhere, so the
+    less of this box's CPU it takes the truer the bench. Measured (the
+    receivers' process's CPU per POST, kept alive, 9 receivers at once,
+    18,000 POSTs): 17 us over asyncio's streams, 11 us here (a
+    ``ThreadingHTTPServer`` thread per connection cost 150 us under the old
+    deliverer). Every POST is answered 204.
     """
 
     def __init__(self, loop: Loop, port: int = 0) -> None:
@@ -57,39 +59,25 @@ class Receiver:
         self.arrivals: dict[str, float] = {}
         self.posts = 0
         self.lock = threading.Lock()
-        self.writers: set[asyncio.StreamWriter] = set()
+        self.transports: set[asyncio.Transport] = set()
         self.server: asyncio.Server | None = None
         self.port = port
         self.up()
 
     def up(self) -> None:
         self.server = self.shared.run(
-            asyncio.start_server(self._serve, "127.0.0.1", self.port, reuse_address=True)
+            self.shared.loop.create_server(
+                lambda: _Connection(self), "127.0.0.1", self.port, reuse_address=True
+            )
         )
         self.port = self.server.sockets[0].getsockname()[1]
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.writers.add(writer)
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    name, _, value = line.partition(b":")
-                    if name.lower() == b"content-length":
-                        length = int(value)
-                body = await reader.readexactly(length)
-                now = time.time()
-                image_id = json.loads(body).get("id", "")
-                with self.lock:
-                    self.posts += 1
-                    self.arrivals.setdefault(image_id, now)
-                writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            self.writers.discard(writer)
-            writer.close()
+    def arrived(self, body: bytes) -> None:
+        now = time.time()
+        image_id = json.loads(body).get("id", "")
+        with self.lock:
+            self.posts += 1
+            self.arrivals.setdefault(image_id, now)
 
     def down(self) -> None:
         """Stop listening, and cut the connections kept alive (the deliverer's)."""
@@ -99,8 +87,8 @@ class Receiver:
 
         async def close() -> None:
             server.close()
-            for writer in list(self.writers):
-                writer.transport.abort()
+            for transport in list(self.transports):
+                transport.abort()
             await server.wait_closed()
 
         self.shared.run(close())
@@ -114,6 +102,41 @@ class Receiver:
     def count(self) -> int:
         with self.lock:
             return len(self.arrivals)
+
+
+class _Connection(asyncio.Protocol):
+    """One kept-alive connection to a :class:`Receiver`: requests parsed, each answered 204."""
+
+    def __init__(self, receiver: Receiver) -> None:
+        self.receiver = receiver
+        self.parser = httptools.HttpRequestParser(self)
+        self.body: list[bytes] = []
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.receiver.transports.add(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.transport is not None:
+            self.receiver.transports.discard(self.transport)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            if self.transport is not None:
+                self.transport.close()
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        body, self.body = b"".join(self.body), []
+        self.receiver.arrived(body)
+        if self.transport is not None:
+            self.transport.write(b"HTTP/1.1 204 No Content\r\n\r\n")
 
 
 class Subscriber:

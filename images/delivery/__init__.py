@@ -5,10 +5,13 @@ The family, one module each:
 - :mod:`.models`: the outbox (events written in the transaction of their
   change) and the receivers, each with its cursor into it;
 - :mod:`.outbox`: writing events, and reading them in order;
-- :mod:`.webhooks`: registering receivers, and one signed ``POST``;
+- :mod:`.webhooks`: registering receivers, the signature, an attempt's outcome;
+- :mod:`.posting`: one signed ``POST`` over a kept-alive connection;
 - :mod:`.mqtt`: publishing to a broker (``IMAGES_MQTT``);
-- :mod:`.worker`: the background work that delivers, with leases, retries
-  and backoff, in ``serve`` or ``manage.py deliver``.
+- :mod:`.feed`, :mod:`.receiver`, :mod:`.sending`, :mod:`.worker`: the
+  background work that delivers (the newest events read once, each
+  receiver's loop with its order and backoff, the event loop they run on,
+  the leases), in ``serve`` or ``manage.py deliver``.
 
 The core calls :func:`image_stored` and :func:`images_deleted` inside the
 transaction that changes the image; nothing else waits for a receiver.

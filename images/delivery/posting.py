@@ -73,9 +73,8 @@ class Poster:
         )
         timeout = settings.IMAGES_WEBHOOK_TIMEOUT
         try:
-            async with asyncio.timeout(timeout):
-                connection = await self._connected()
-                status, retry_after = await connection.exchange(request)
+            connection = await self._connected(timeout)
+            status, retry_after = await connection.exchange(request, timeout)
         except TimeoutError:
             self.close()
             return Outcome("retry", f"TimeoutError: no answer within {timeout} s")
@@ -89,12 +88,13 @@ class Poster:
             return Outcome("retry", reason, _retry_after(retry_after))
         return Outcome("refused", reason)
 
-    async def _connected(self) -> _Connection:
+    async def _connected(self, timeout: float) -> _Connection:
         if self._connection is None or self._connection.closed:
             loop = asyncio.get_running_loop()
-            _, self._connection = await loop.create_connection(
-                _Connection, self._host, self._port, ssl=self._ssl
-            )
+            async with asyncio.timeout(timeout):
+                _, self._connection = await loop.create_connection(
+                    lambda: _Connection(loop), self._host, self._port, ssl=self._ssl
+                )
         return self._connection
 
     def close(self) -> None:
@@ -106,8 +106,9 @@ class Poster:
 class _Connection(asyncio.Protocol):
     """One connection to a receiver: a request written, its answer parsed as it arrives."""
 
-    def __init__(self) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.closed = False
+        self._loop = loop
         self._transport: asyncio.Transport | None = None
         self._parser = httptools.HttpResponseParser(self)
         self._answer: asyncio.Future[tuple[int, str | None]] | None = None
@@ -115,15 +116,21 @@ class _Connection(asyncio.Protocol):
         self._retry_after: str | None = None
         self._body = 0
 
-    async def exchange(self, request: bytes) -> tuple[int, str | None]:
-        """Write ``request``; the final answer's status and its ``Retry-After``."""
+    async def exchange(self, request: bytes, timeout: float) -> tuple[int, str | None]:
+        """Write ``request``; the final answer's status and its ``Retry-After``.
+
+        TimeoutError when the answer has not ended within ``timeout`` s (one
+        timer, not ``asyncio.timeout``: this runs for every event).
+        """
         assert self._transport is not None
         assert self._answer is None  # one request at a time on a connection
-        self._answer = asyncio.get_running_loop().create_future()
+        self._answer = self._loop.create_future()
+        timer = self._loop.call_later(timeout, self._fail, TimeoutError())
         self._transport.write(request)
         try:
             return await self._answer
         finally:
+            timer.cancel()
             self._answer = None
 
     def close(self) -> None:
