@@ -9,11 +9,19 @@ webhook timeout.
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import socket
+import ssl
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from conftest import LiveServer, start_runserver, stop, wait_until
 from images.tests.test_webhooks import Receiving, add, receiver_state, upload
@@ -28,14 +36,22 @@ class Scripted:
     ``hang=True`` reads requests and never answers.
     """
 
-    def __init__(self, answers: list[bytes | tuple[bytes, None]], *, hang: bool = False) -> None:
+    def __init__(
+        self,
+        answers: list[bytes | tuple[bytes, None]],
+        *,
+        hang: bool = False,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.answers = list(answers)
         self.hang = hang
+        self.tls = tls
         self.bodies: list[bytes] = []
         self.connections = 0
         self.lock = threading.Lock()
         self.listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/hook"
+        scheme = "https" if tls else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.listener.getsockname()[1]}/hook"
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -49,6 +65,12 @@ class Scripted:
             threading.Thread(target=self._serve, args=(connection,), daemon=True).start()
 
     def _serve(self, connection: socket.socket) -> None:
+        if self.tls is not None:
+            try:
+                connection = self.tls.wrap_socket(connection, server_side=True)
+            except OSError:  # the client refused our certificate
+                connection.close()
+                return
         reader = connection.makefile("rb")
         with connection, reader:
             while True:
@@ -78,9 +100,83 @@ class Scripted:
         self.listener.close()
 
 
+def _certificate(
+    subject: str,
+    key: ec.EllipticCurvePrivateKey,
+    issuer: x509.Certificate | None,
+    signer: ec.EllipticCurvePrivateKey,
+) -> x509.Certificate:
+    """A CA's certificate (``issuer`` None), or a server's for 127.0.0.1 (strict X.509)."""
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+    now = datetime.datetime.now(datetime.UTC)
+    public = key.public_key()
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(issuer.subject if issuer else name)
+        .public_key(public)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
+    )
+    if issuer is None:
+        usage = dict(digital_signature=False, key_cert_sign=True, crl_sign=True)
+        builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+    else:
+        usage = dict(digital_signature=True, key_cert_sign=False, crl_sign=False)
+        builder = (
+            builder.add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
+            .add_extension(
+                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                critical=False,
+            )
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.public_key()), False
+            )
+        )
+    builder = builder.add_extension(
+        x509.KeyUsage(
+            content_commitment=False,
+            key_encipherment=False,
+            data_encipherment=False,
+            key_agreement=False,
+            encipher_only=False,
+            decipher_only=False,
+            **usage,
+        ),
+        critical=True,
+    )
+    return builder.sign(signer, hashes.SHA256())
+
+
+def tls_server(directory: Path, name: str) -> tuple[ssl.SSLContext, Path]:
+    """A receiver's TLS context, its certificate issued by a CA of its own; and that CA's file."""
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = _certificate(f"{name} CA", ca_key, None, ca_key)
+    certificate = _certificate("127.0.0.1", key, ca, ca_key)
+    pem = serialization.Encoding.PEM
+    (directory / f"{name}-ca.pem").write_bytes(ca.public_bytes(pem))
+    (directory / f"{name}.pem").write_bytes(
+        certificate.public_bytes(pem)
+        + key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(directory / f"{name}.pem")
+    return context, directory / f"{name}-ca.pem"
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    live = start_runserver(tmp_path_factory.mktemp("answers"), {"IMAGES_WEBHOOK_TIMEOUT": "1"})
+def tls(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[ssl.SSLContext, Path]]:
+    directory = tmp_path_factory.mktemp("tls")
+    return {name: tls_server(directory, name) for name in ("trusted", "unknown")}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, tls) -> Iterator[LiveServer]:
+    env = {"IMAGES_WEBHOOK_TIMEOUT": "1", "SSL_CERT_FILE": str(tls["trusted"][1])}
+    live = start_runserver(tmp_path_factory.mktemp("answers"), env)
     yield live
     stop(live.process)
 
@@ -131,4 +227,22 @@ def test_a_receiver_that_never_answers_is_timed_out_and_delays_no_other(server):
     finally:
         silent.close()
         alive.close()
+        server.query("DELETE FROM images_receiver")
+
+
+def test_an_https_receiver_is_verified(server, tls):
+    trusted = Scripted([], tls=tls["trusted"][0])
+    unknown = Scripted([], tls=tls["unknown"][0])  # its CA is not one the service trusts
+    try:
+        add(server, trusted.url)
+        refused, _ = add(server, unknown.url)
+        image = upload(server, "tls-1")
+        wait_until(lambda: len(trusted.bodies) == 1)
+        assert image["id"] in trusted.bodies[0].decode()
+        wait_until(lambda: receiver_state(server, refused)["failing_since"] is not None)
+        assert "CERTIFICATE_VERIFY_FAILED" in receiver_state(server, refused)["last_error"]
+        assert unknown.bodies == []
+    finally:
+        trusted.close()
+        unknown.close()
         server.query("DELETE FROM images_receiver")
