@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from conftest import LiveServer, start_runserver, stop, wait_until
-from images.tests.test_webhooks import Receiving, add, receiver_state, upload
+from images.tests.test_webhooks import Receiving, add, failing_beside, receiver_state, upload
 
 NO_CONTENT = b"HTTP/1.1 204 No Content\r\n\r\n"
 
@@ -216,13 +216,8 @@ def test_a_receiver_that_never_answers_is_timed_out_and_delays_no_other(server):
     silent = Scripted([], hang=True)
     alive = Receiving()
     try:
-        key, _ = add(server, silent.url)
-        add(server, alive.url)
-        ids = [upload(server, "silent-1")["id"] for _ in range(5)]
         # All five reach the live receiver while the silent one holds its first.
-        wait_until(lambda: len(alive.posts) == 5, timeout=10)
-        assert [body["id"] for body in alive.bodies()] == ids
-        wait_until(lambda: receiver_state(server, key)["failing_since"] is not None)
+        key = failing_beside(server, silent.url, alive, "silent-1")
         assert "no answer within 1 s" in receiver_state(server, key)["last_error"]
     finally:
         silent.close()

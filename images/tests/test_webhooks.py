@@ -207,14 +207,23 @@ def test_a_refused_event_is_not_retried(server, receiving):
     assert 'result="refused"' in get(server, "/metrics").decode()
 
 
-def test_a_dead_receiver_delays_neither_uploads_nor_the_others(server, receiving):
-    alive = receiving()
-    dead, _ = add(server, f"http://127.0.0.1:{free_port()}/nobody-listens")
+def failing_beside(server: LiveServer, failing_url: str, alive: Receiving, device: str) -> int:
+    """A failing receiver beside a live one: five uploads reach the live one, in order.
+
+    Returns the failing one's key, once it is marked failing.
+    """
+    key, _ = add(server, failing_url)
     add(server, alive.url)
-    ids = [upload(server, "dead-1")["id"] for _ in range(5)]
+    ids = [upload(server, device)["id"] for _ in range(5)]
     wait_until(lambda: len(alive.posts) == 5, timeout=10)
     assert [body["id"] for body in alive.bodies()] == ids
-    wait_until(lambda: receiver_state(server, dead)["failing_since"] is not None)
+    wait_until(lambda: receiver_state(server, key)["failing_since"] is not None)
+    return key
+
+
+def test_a_dead_receiver_delays_neither_uploads_nor_the_others(server, receiving):
+    dead_url = f"http://127.0.0.1:{free_port()}/nobody-listens"
+    dead = failing_beside(server, dead_url, receiving(), "dead-1")
     assert "Connection" in receiver_state(server, dead)["last_error"]
     assert "failing since" in server.manage("webhook", "list").stdout
     # The dead receiver's five wait (the live one's position is written within 6 s).
