@@ -56,6 +56,7 @@ class Poster:
             f"POST {target} HTTP/1.1\r\nHost: {host}\r\n"
             f"Content-Type: application/json\r\nUser-Agent: {USER_AGENT}\r\n"
         ).encode("ascii")
+        self._timeout = settings.IMAGES_WEBHOOK_TIMEOUT  # read once, not for every event
         self._connection: _Connection | None = None
 
     async def post(self, event: Event) -> Outcome:
@@ -71,7 +72,7 @@ class Poster:
                 body,
             )
         )
-        timeout = settings.IMAGES_WEBHOOK_TIMEOUT
+        timeout = self._timeout
         try:
             connection = await self._connected(timeout)
             status, retry_after = await connection.exchange(request, timeout)
