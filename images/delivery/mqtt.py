@@ -106,8 +106,15 @@ class Publisher:
         """Publish ``events`` in order; how many the broker acknowledged, and the outcome."""
         try:
             client = self._connected()
-            infos = [info for event in events for info in self._publish(client, event)]
-            for info in infos:
+            newest = self._newest(events)
+            infos = [
+                info
+                for index, event in enumerate(events)
+                for info in self._publish(client, event, latest=index in newest)
+            ]
+            # The last first: by then the broker has mostly acknowledged the
+            # rest, so this thread sleeps once per batch, not once per message.
+            for info in reversed(infos):
                 info.wait_for_publish(ACK_SECONDS)
                 if not info.is_published():
                     raise TimeoutError("the broker did not acknowledge in time")
@@ -117,16 +124,33 @@ class Publisher:
             return 0, Outcome("retry", f"{type(exc).__name__}: {exc}"[:200])
         return len(events), DELIVERED
 
-    def _publish(self, client: paho.Client, event: Event) -> list[paho.MQTTMessageInfo]:
+    def _newest(self, events: list[Event]) -> set[int]:
+        """Which of ``events`` go to their device's ``latest``: only the newest of the batch.
+
+        A retained message another replaces in the same batch would reach no
+        one who connects later; under a burst, publishing only the last
+        halves the messages.
+        """
+        chosen: dict[str, int] = {}
+        for index, event in enumerate(events):
+            if event.kind == DELETED:
+                continue
+            timestamp = datetime.fromisoformat(event.timestamp)
+            newest = self._latest.get(event.device_id)
+            if newest is None or timestamp >= newest:
+                self._latest[event.device_id] = timestamp
+                chosen[event.device_id] = index
+        return set(chosen.values())
+
+    def _publish(
+        self, client: paho.Client, event: Event, *, latest: bool
+    ) -> list[paho.MQTTMessageInfo]:
         if event.kind == DELETED:
             topic = self.broker.topic(event.device_id, "deleted")
             return [_checked(client.publish(topic, event.payload, qos=1))]
         topic = self.broker.topic(event.device_id, "image")
         infos = [_checked(client.publish(topic, event.payload, qos=1))]
-        timestamp = datetime.fromisoformat(event.timestamp)
-        newest = self._latest.get(event.device_id)
-        if newest is None or timestamp >= newest:
-            self._latest[event.device_id] = timestamp
+        if latest:
             topic = self.broker.topic(event.device_id, "latest")
             infos.append(_checked(client.publish(topic, event.payload, qos=1, retain=True)))
         return infos
