@@ -27,7 +27,9 @@ bench/receivers.py holds them, bench/delivery_service.py the uploads and
    upload p50/p99, CPU seconds of serve's HTTP workers and of its deliverer
    while uploading, and, in B, how long after the last 201 every live receiver
    and the subscriber had every image (and the deliverer's CPU until then).
-   Then the medians, their ratio, and the cost the CPU per upload implies.
+   Then the medians, their ratio, and the cost the CPU per upload implies;
+   and each run's rate over its pair's A, their median and a 95 % bootstrap
+   interval of it (bench/delivery_report.py's ``per_pair``).
    ``serve`` runs its deliverer in the idle class (``deliver --idle``). With
    ``--also-nice N`` each pair gets a third run (C): B with every thread of
    serve's deliverer moved to the normal class at nice N (an experiment). With
